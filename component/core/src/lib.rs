@@ -1,0 +1,17 @@
+//! Sans-IO core of the Hermes relay adapter.
+//!
+//! Everything here is pure: no I/O, no clock, no randomness of its own, and
+//! no panic on any input. Time and entropy come in as parameters.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod descriptor;
+pub mod event;
+pub mod frame;
+pub mod interaction;
+pub mod lenient;
+pub mod line;
+pub mod outcome;
+pub mod routing;
+pub mod url;

@@ -1,0 +1,358 @@
+//! Routing cache and outbound metadata re-attachment (spec §6.3, §6.4).
+//!
+//! Inbound messages teach the adapter, per chat, which platform, scope, user,
+//! chat type and profile a reply must carry; outbound metadata gets those
+//! re-attached into a copy (never overwriting a truthy caller value). The
+//! cache is a bounded LRU so a busy gateway cannot grow it without limit.
+
+use crate::event::MessageEvent;
+use crate::lenient::is_truthy;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+
+/// Default number of chats the routing cache remembers.
+pub const DEFAULT_ROUTE_CAPACITY: usize = 4096;
+
+/// Gateway-internal metadata keys that never reach the wire (§6.4).
+pub const INTERNAL_MARKERS: [&str; 4] = [
+    "_relay_logical_platform",
+    "_interim_send",
+    "_stream_reply_to_message_id",
+    "_notice_reply",
+];
+
+/// What the adapter learned about one chat from its inbound traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Route {
+    /// Logical platform (never `relay`).
+    pub platform: Option<String>,
+    /// Tenant scope (guild, workspace).
+    pub scope_id: Option<String>,
+    /// Latest author.
+    pub user_id: Option<String>,
+    /// Chat type.
+    pub chat_type: Option<String>,
+    /// Multiplex profile.
+    pub profile: Option<String>,
+    /// Latest inbound message id (Slack status anchor).
+    pub last_message_id: Option<String>,
+}
+
+/// A bounded least-recently-used map.
+#[derive(Debug, Clone)]
+pub struct LruMap<V> {
+    entries: HashMap<String, (V, u64)>,
+    order: BTreeMap<u64, String>,
+    tick: u64,
+    capacity: usize,
+}
+
+impl<V> LruMap<V> {
+    /// An empty map holding at most `capacity` keys (at least one).
+    pub fn new(capacity: usize) -> LruMap<V> {
+        LruMap {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            tick: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The value for `key` without touching its recency.
+    pub fn peek(&self, key: &str) -> Option<&V> {
+        self.entries.get(key).map(|(v, _)| v)
+    }
+
+    /// The value for `key`, inserting `make()` when absent; marks it most
+    /// recent and evicts the least recent key when over capacity.
+    pub fn entry_or_insert_with(&mut self, key: &str, make: impl FnOnce() -> V) -> &mut V {
+        self.tick += 1;
+        let tick = self.tick;
+        if !self.entries.contains_key(key)
+            && self.entries.len() >= self.capacity
+            && let Some((_, oldest)) = self.order.pop_first()
+        {
+            self.entries.remove(&oldest);
+        }
+        let slot = self
+            .entries
+            .entry(key.to_owned())
+            .or_insert_with(|| (make(), tick));
+        if slot.1 != tick {
+            self.order.remove(&slot.1);
+            slot.1 = tick;
+        }
+        self.order.insert(tick, key.to_owned());
+        &mut slot.0
+    }
+
+    /// Drops every entry.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+}
+
+/// Per-chat routing memory.
+#[derive(Debug, Clone)]
+pub struct RoutingCache {
+    routes: LruMap<Route>,
+}
+
+impl Default for RoutingCache {
+    fn default() -> Self {
+        RoutingCache::new(DEFAULT_ROUTE_CAPACITY)
+    }
+}
+
+fn truthy(s: &Option<String>) -> Option<&String> {
+    s.as_ref().filter(|s| !s.is_empty())
+}
+
+impl RoutingCache {
+    /// A cache for at most `capacity` chats.
+    pub fn new(capacity: usize) -> RoutingCache {
+        RoutingCache {
+            routes: LruMap::new(capacity),
+        }
+    }
+
+    /// Number of chats remembered.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// What is known about `chat_id`.
+    pub fn get(&self, chat_id: &str) -> Option<&Route> {
+        self.routes.peek(chat_id)
+    }
+
+    /// The chat's learned platform.
+    pub fn platform(&self, chat_id: &str) -> Option<&str> {
+        self.get(chat_id).and_then(|r| r.platform.as_deref())
+    }
+
+    /// Learns from an inbound event (§6.3, newest rules). Events without a
+    /// chat id teach nothing.
+    pub fn capture(&mut self, event: &MessageEvent) {
+        let src = &event.source;
+        if src.chat_id.is_empty() {
+            return;
+        }
+        let route = self
+            .routes
+            .entry_or_insert_with(&src.chat_id, Route::default);
+        if !src.platform.is_empty() && src.platform != crate::event::DEFAULT_PLATFORM {
+            route.platform = Some(src.platform.clone());
+        }
+        if let Some(u) = truthy(&src.user_id) {
+            route.user_id = Some(u.clone());
+        }
+        if let Some(s) = truthy(&src.scope_id) {
+            route.scope_id = Some(s.clone());
+        }
+        if !src.chat_type.is_empty() {
+            route.chat_type = Some(src.chat_type.clone());
+        }
+        if let Some(p) = truthy(&src.profile) {
+            route.profile = Some(p.clone());
+        }
+        if let Some(m) = truthy(&event.message_id).or(truthy(&src.message_id)) {
+            route.last_message_id = Some(m.clone());
+        }
+    }
+
+    /// Seeds a chat's route explicitly (deliveries after a restart, §6.3
+    /// step 4). Empty values are ignored; `relay` is not a platform.
+    pub fn prime(
+        &mut self,
+        chat_id: &str,
+        platform: &str,
+        scope_id: Option<&str>,
+        user_id: Option<&str>,
+        profile: Option<&str>,
+    ) {
+        if chat_id.is_empty() {
+            return;
+        }
+        let route = self.routes.entry_or_insert_with(chat_id, Route::default);
+        if !platform.is_empty() && platform != crate::event::DEFAULT_PLATFORM {
+            route.platform = Some(platform.to_owned());
+        }
+        let set = |slot: &mut Option<String>, v: Option<&str>| {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                *slot = Some(v.to_owned());
+            }
+        };
+        set(&mut route.scope_id, scope_id);
+        set(&mut route.user_id, user_id);
+        set(&mut route.profile, profile);
+    }
+
+    /// The wire metadata for an outbound action on `chat_id`: a copy of the
+    /// caller's metadata without internal markers, with `scope_id`, `user_id`
+    /// and `profile` filled from the cache where the caller's value is absent
+    /// or falsy (§6.4). Never adds `guild_id`.
+    pub fn reattach(&self, chat_id: &str, metadata: &Map<String, Value>) -> Map<String, Value> {
+        let mut out = metadata.clone();
+        strip_internal_markers(&mut out);
+        if let Some(route) = self.get(chat_id) {
+            for (key, cached) in [
+                ("scope_id", &route.scope_id),
+                ("user_id", &route.user_id),
+                ("profile", &route.profile),
+            ] {
+                let caller_has = out.get(key).is_some_and(is_truthy);
+                if !caller_has && let Some(v) = cached {
+                    out.insert(key.to_owned(), Value::String(v.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Removes the gateway-internal markers of §6.4 from wire metadata.
+pub fn strip_internal_markers(metadata: &mut Map<String, Value>) {
+    for k in INTERNAL_MARKERS {
+        metadata.remove(k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn inbound(json: &str) -> MessageEvent {
+        let mut e: MessageEvent = serde_json::from_str(json).expect("event");
+        e.normalise();
+        e
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn guild_reply_carries_scope_and_user() {
+        let mut c = RoutingCache::default();
+        c.capture(&inbound(
+            r#"{"source":{"platform":"discord","chat_id":"chan1","scope_id":"guildA","user_id":"u1","chat_type":"group"}}"#,
+        ));
+        let m = c.reattach("chan1", &Map::new());
+        assert_eq!(
+            Value::Object(m),
+            json!({"scope_id":"guildA","user_id":"u1"})
+        );
+        assert_eq!(c.platform("chan1"), Some("discord"));
+    }
+
+    #[test]
+    fn dm_reply_carries_user_only() {
+        let mut c = RoutingCache::default();
+        c.capture(&inbound(
+            r#"{"source":{"platform":"telegram","chat_id":"d1","user_id":"u9"}}"#,
+        ));
+        assert_eq!(
+            Value::Object(c.reattach("d1", &Map::new())),
+            json!({"user_id":"u9"})
+        );
+    }
+
+    #[test]
+    fn truthy_caller_values_win_and_falsy_ones_are_replaced() {
+        let mut c = RoutingCache::default();
+        c.capture(&inbound(
+            r#"{"source":{"chat_id":"c","scope_id":"g","user_id":"u","profile":"p"}}"#,
+        ));
+        let caller = obj(json!({"scope_id":"mine","user_id":"","profile":null,"thread_id":"t"}));
+        let m = c.reattach("c", &caller);
+        assert_eq!(
+            Value::Object(m),
+            json!({"scope_id":"mine","user_id":"u","profile":"p","thread_id":"t"})
+        );
+        assert_eq!(caller["user_id"], "", "caller's map is not mutated");
+    }
+
+    #[test]
+    fn markers_are_stripped_and_guild_id_never_added() {
+        let mut c = RoutingCache::default();
+        c.capture(&inbound(r#"{"source":{"chat_id":"c","guild_id":"g"}}"#));
+        let with = obj(
+            json!({"_relay_logical_platform":"discord","_interim_send":true,"_stream_reply_to_message_id":"m","_notice_reply":true,"k":1}),
+        );
+        let without = obj(json!({"k":1}));
+        assert_eq!(c.reattach("c", &with), c.reattach("c", &without));
+        assert_eq!(
+            Value::Object(c.reattach("c", &without)),
+            json!({"k":1,"scope_id":"g"})
+        );
+    }
+
+    #[test]
+    fn relay_is_not_a_platform_and_unknown_chats_get_nothing() {
+        let mut c = RoutingCache::default();
+        c.capture(&inbound(
+            r#"{"source":{"platform":"relay","chat_id":"c","user_id":"u"}}"#,
+        ));
+        assert_eq!(c.platform("c"), None);
+        assert!(c.reattach("other", &Map::new()).is_empty());
+        c.capture(&inbound(r#"{"source":{"user_id":"u"}}"#));
+        assert_eq!(c.len(), 1, "no chat id teaches nothing");
+    }
+
+    #[test]
+    fn latest_values_win_and_last_message_id_tracks() {
+        let mut c = RoutingCache::default();
+        c.capture(&inbound(
+            r#"{"message_id":"m1","source":{"chat_id":"c","user_id":"u1"}}"#,
+        ));
+        c.capture(&inbound(
+            r#"{"message_id":"m2","source":{"chat_id":"c","user_id":"u2"}}"#,
+        ));
+        let r = c.get("c").expect("route");
+        assert_eq!(r.user_id.as_deref(), Some("u2"));
+        assert_eq!(r.last_message_id.as_deref(), Some("m2"));
+    }
+
+    #[test]
+    fn prime_seeds_a_cold_cache() {
+        let mut c = RoutingCache::default();
+        c.prime("c", "discord", Some("g"), Some("u"), None);
+        assert_eq!(c.platform("c"), Some("discord"));
+        assert_eq!(
+            Value::Object(c.reattach("c", &Map::new())),
+            json!({"scope_id":"g","user_id":"u"})
+        );
+    }
+
+    #[test]
+    fn cache_is_bounded_lru() {
+        let mut c = RoutingCache::new(2);
+        for chat in ["a", "b"] {
+            c.prime(chat, "discord", None, Some("u"), None);
+        }
+        c.prime("a", "discord", None, None, None); // a is now most recent
+        c.prime("c", "discord", None, None, None);
+        assert_eq!(c.len(), 2);
+        assert!(c.get("a").is_some());
+        assert!(c.get("b").is_none(), "least recent evicted");
+        assert!(c.get("c").is_some());
+    }
+}
