@@ -12,6 +12,7 @@ pub mod frame;
 pub mod interaction;
 pub mod lenient;
 pub mod line;
+pub mod machine;
 pub mod outcome;
 pub mod routing;
 pub mod url;
