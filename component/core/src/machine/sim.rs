@@ -93,11 +93,9 @@ impl World {
                     self.conn = None;
                     self.unanswered.clear();
                 }
-                Output::Close { conn, .. } => {
-                    if self.conn == Some(conn) {
-                        self.conn = None;
-                        self.unanswered.clear();
-                    }
+                Output::Close { conn, .. } if self.conn == Some(conn) => {
+                    self.conn = None;
+                    self.unanswered.clear();
                 }
                 Output::SendText { conn, text } => {
                     check!(
