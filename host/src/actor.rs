@@ -1,0 +1,611 @@
+//! One tokio task per adapter, owning the component instance (its `Store`).
+//! The loop is the sans-IO driver: take one input (a command, a delivery
+//! answer, a socket event, the deadline), feed it to the component as one
+//! export call, then apply what the imports queued. A trap poisons the
+//! instance: its sockets close, its pending requests fail, a `Fatal` event
+//! goes out, and a fresh instance starts after a backoff.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+use wasmtime::Store;
+
+use crate::bindings::{RelayAdapter, wit};
+use crate::config::{AdapterConfig, millis};
+use crate::handle::{
+    AckMsg, AdapterError, AdapterHandle, Answer, Command, Event, EventStream, Query, Reply, Request,
+};
+use crate::plugin::Plugin;
+use crate::socket::{DialPolicy, IoEvent, IoKind, Outgoing, SocketSettings};
+use crate::store::{self, Action, HostState, Pending, StoreParts};
+
+/// Longest trap description put into a `Fatal` event.
+const TRAP_MESSAGE_MAX_BYTES: usize = 2048;
+
+static NEXT_ADAPTER: AtomicU64 = AtomicU64::new(1);
+
+/// Starts an adapter: first instance and `start` run here, so a bad component
+/// or a refused configuration fails the spawn instead of a later event.
+pub(crate) async fn spawn(
+    plugin: &Plugin,
+    config: AdapterConfig,
+) -> Result<(AdapterHandle, EventStream), AdapterError> {
+    let label: Arc<str> = format!("relay-{}", NEXT_ADAPTER.fetch_add(1, Ordering::Relaxed)).into();
+    let (command_tx, commands) = mpsc::unbounded_channel();
+    let (events, event_rx) = mpsc::unbounded_channel();
+    let (ack_tx, acks) = mpsc::unbounded_channel();
+    let (io_tx, io) = mpsc::unbounded_channel();
+    let span = tracing::info_span!("relay_adapter", adapter = %label);
+    let mut actor = Actor {
+        plugin: plugin.clone(),
+        wit_config: wit_config(&config),
+        dial_policy: DialPolicy::for_connector(&config.connector_url),
+        sockets: SocketSettings {
+            connect_timeout: config.limits.connect_timeout,
+            ping_interval: config.limits.ping_interval,
+            ping_timeout: config.limits.ping_timeout,
+            max_message_bytes: usize::try_from(config.max_line_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        },
+        config,
+        label,
+        commands,
+        acks,
+        ack_tx,
+        io,
+        io_tx,
+        events,
+        live: None,
+        instances: 0,
+        next_request: 1,
+        queue: VecDeque::new(),
+        deadline: None,
+        restart_at: None,
+        backoff: Duration::ZERO,
+        stopping: false,
+    };
+    actor.backoff = actor.config.limits.restart_initial;
+    actor.start_instance().instrument(span.clone()).await?;
+    tokio::spawn(actor.run().instrument(span));
+    Ok((AdapterHandle::new(command_tx), EventStream::new(event_rx)))
+}
+
+/// The WIT config record for `config`.
+fn wit_config(config: &AdapterConfig) -> wit::Config {
+    wit::Config {
+        identities: config
+            .identities
+            .iter()
+            .map(|i| wit::Identity {
+                platform: i.platform.clone(),
+                bot_id: i.bot_id.clone(),
+            })
+            .collect(),
+        connector_url: config.connector_url.clone(),
+        gateway_id: config.gateway_id.clone(),
+        secret: config.secret.as_ref().map(|s| s.expose().to_string()),
+        token_ttl_secs: config.token_ttl_secs,
+        handshake_timeout_ms: millis(config.handshake_timeout),
+        outbound_timeout_ms: millis(config.outbound_timeout),
+        reconnect: config.reconnect,
+        reconnect_initial_ms: millis(config.reconnect_initial),
+        reconnect_max_ms: millis(config.reconnect_max),
+        reconnect_jitter: config.reconnect_jitter,
+        stable_connection_ms: millis(config.stable_connection),
+        dormant_redial_ms: millis(config.dormant_redial),
+        redial_hold_max_ms: millis(config.redial_hold_max),
+        going_idle_timeout_ms: millis(config.going_idle_timeout),
+        drain_grace_ms: millis(config.drain_grace),
+        max_pending: config.max_pending,
+        max_undelivered: config.max_undelivered,
+        seen_capacity: config.seen_capacity,
+        route_capacity: config.route_capacity,
+        max_line_bytes: config.max_line_bytes,
+        authorization_is_upstream: config.authorization_is_upstream,
+    }
+}
+
+/// A live instance.
+struct Live {
+    store: Store<HostState>,
+    bindings: RelayAdapter,
+    started: Instant,
+}
+
+/// One export call's input.
+enum Input {
+    Open(u32),
+    DialFailed(u32, u16, String),
+    Text(u32, String),
+    Binary(u32, Vec<u8>),
+    Closed(u32, u16, String),
+    Deadline,
+    Delivery(u64, bool),
+    Request(u64, Request),
+}
+
+struct Actor {
+    plugin: Plugin,
+    config: AdapterConfig,
+    wit_config: wit::Config,
+    dial_policy: DialPolicy,
+    sockets: SocketSettings,
+    label: Arc<str>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    acks: mpsc::UnboundedReceiver<AckMsg>,
+    ack_tx: mpsc::UnboundedSender<AckMsg>,
+    io: mpsc::UnboundedReceiver<IoEvent>,
+    io_tx: mpsc::UnboundedSender<IoEvent>,
+    events: mpsc::UnboundedSender<Event>,
+    live: Option<Live>,
+    /// Instances created so far (also the current instance's id).
+    instances: u64,
+    next_request: u64,
+    /// Inputs produced by the previous call (imports never re-enter).
+    queue: VecDeque<Input>,
+    deadline: Option<Instant>,
+    restart_at: Option<Instant>,
+    backoff: Duration,
+    stopping: bool,
+}
+
+impl Actor {
+    async fn run(mut self) {
+        while !self.stopping {
+            if let Some(input) = self.queue.pop_front() {
+                self.feed(input).await;
+                continue;
+            }
+            let deadline = self.deadline;
+            let restart_at = self.restart_at;
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command).await,
+                    None => {
+                        tracing::info!("all adapter handles dropped; stopping");
+                        break;
+                    }
+                },
+                Some(ack) = self.acks.recv() => {
+                    if self.live.is_some() && ack.instance == self.instances {
+                        self.feed(Input::Delivery(ack.delivery, ack.accept)).await;
+                    }
+                }
+                Some(event) = self.io.recv() => self.on_io(event).await,
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.deadline = None;
+                    self.feed(Input::Deadline).await;
+                }
+                () = sleep_until(restart_at), if restart_at.is_some() => {
+                    self.restart_at = None;
+                    self.restart().await;
+                }
+            }
+        }
+        self.finish();
+    }
+
+    /// Creates an instance, checks it and calls `start`.
+    async fn start_instance(&mut self) -> Result<(), AdapterError> {
+        self.instances += 1;
+        let parts = StoreParts {
+            instance: self.instances,
+            events: self.events.clone(),
+            acks: self.ack_tx.clone(),
+            dial_policy: self.dial_policy.clone(),
+            sockets: self.sockets,
+            io: self.io_tx.clone(),
+            label: self.label.clone(),
+        };
+        let mut store = store::new_store(self.plugin.engine(), &self.config, parts);
+        let bindings = self.plugin.instantiate(&mut store).await?;
+        store::reset_budget(&mut store);
+        let started = bindings
+            .hermes_relay_adapter()
+            .call_start(&mut store, &self.wit_config)
+            .await;
+        self.live = Some(Live {
+            store,
+            bindings,
+            started: Instant::now(),
+        });
+        match started {
+            Ok(Ok(())) => {
+                self.after_call();
+                Ok(())
+            }
+            Ok(Err(reason)) => {
+                self.live = None;
+                Err(AdapterError::Start(reason))
+            }
+            Err(trap) => {
+                let message = self.trap_message(&trap);
+                self.drop_instance();
+                Err(AdapterError::Trap(message))
+            }
+        }
+    }
+
+    async fn restart(&mut self) {
+        match self.start_instance().await {
+            Ok(()) => tracing::info!(instance = self.instances, "relay component re-instantiated"),
+            Err(AdapterError::Start(reason)) => {
+                tracing::error!(
+                    reason,
+                    "relay component refused its configuration on restart"
+                );
+                self.emit_fatal("start_failed", format!("start refused: {reason}"), false);
+                self.stopping = true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "relay component restart failed");
+                self.emit_fatal("restart_failed", e.to_string(), true);
+                self.schedule_restart();
+            }
+        }
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Request(request, reply) => {
+                let Some(live) = self.live.as_mut() else {
+                    let _ = reply.send(Err(AdapterError::Restarting));
+                    return;
+                };
+                let id = self.next_request;
+                self.next_request += 1;
+                let is_shutdown = matches!(request, Request::Shutdown);
+                live.store
+                    .data_mut()
+                    .pending
+                    .insert(id, Pending { reply, is_shutdown });
+                self.feed(Input::Request(id, request)).await;
+            }
+            Command::Query(query, reply) => {
+                let answer = self.query(query).await;
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    async fn on_io(&mut self, event: IoEvent) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        let conns = &mut live.store.data_mut().conns;
+        match conns.get_mut(&event.conn) {
+            Some(conn) if conn.token == event.token => {
+                if matches!(event.kind, IoKind::Opened) {
+                    conn.open = true;
+                }
+            }
+            // Stale: closed by the component, or from an earlier instance.
+            _ => return,
+        }
+        if matches!(
+            event.kind,
+            IoKind::DialFailed { .. } | IoKind::Closed { .. }
+        ) {
+            conns.remove(&event.conn);
+        }
+        let input = match event.kind {
+            IoKind::Opened => Input::Open(event.conn),
+            IoKind::DialFailed { code, reason } => Input::DialFailed(event.conn, code, reason),
+            IoKind::Text(text) => Input::Text(event.conn, text),
+            IoKind::Binary(data) => Input::Binary(event.conn, data),
+            IoKind::Closed { code, reason } => Input::Closed(event.conn, code, reason),
+        };
+        self.feed(input).await;
+    }
+
+    /// One export call for `input`, then its effects.
+    async fn feed(&mut self, input: Input) {
+        let Some(live) = self.live.as_mut() else {
+            if let Input::Request(id, _) = input {
+                tracing::debug!(id, "request dropped: no live instance");
+            }
+            return;
+        };
+        store::reset_budget(&mut live.store);
+        let guest = live.bindings.hermes_relay_adapter();
+        let s = &mut live.store;
+        let result = match input {
+            Input::Open(conn) => guest.call_on_open(s, conn).await,
+            Input::DialFailed(conn, code, reason) => {
+                guest.call_on_dial_failed(s, conn, code, &reason).await
+            }
+            Input::Text(conn, text) => guest.call_on_text(s, conn, &text).await,
+            Input::Binary(conn, data) => guest.call_on_binary(s, conn, &data).await,
+            Input::Closed(conn, code, reason) => guest.call_on_closed(s, conn, code, &reason).await,
+            Input::Deadline => guest.call_on_deadline(s).await,
+            Input::Delivery(delivery, true) => guest.call_accept_delivery(s, delivery).await,
+            Input::Delivery(delivery, false) => guest.call_reject_delivery(s, delivery).await,
+            Input::Request(id, request) => call_request(guest, s, id, request).await,
+        };
+        match result {
+            Ok(()) => self.after_call(),
+            Err(trap) => self.on_trap(trap),
+        }
+    }
+
+    /// A synchronous export call.
+    async fn query(&mut self, query: Query) -> Result<Answer, AdapterError> {
+        let Some(live) = self.live.as_mut() else {
+            return Err(AdapterError::Restarting);
+        };
+        store::reset_budget(&mut live.store);
+        let guest = live.bindings.hermes_relay_adapter();
+        let s = &mut live.store;
+        let result = match query {
+            Query::State => guest
+                .call_current_state(s)
+                .await
+                .map(|st| Answer::State(st.into())),
+            Query::Descriptor(platform) => guest
+                .call_descriptor(s, platform.as_deref())
+                .await
+                .map(Answer::Text),
+            Query::MaxMessageLength(chat) => guest
+                .call_max_message_length(s, chat.as_deref())
+                .await
+                .map(Answer::Number),
+            Query::MessageLen(chat, text) => guest
+                .call_message_len(s, chat.as_deref(), &text)
+                .await
+                .map(Answer::Number),
+            Query::SupportsOp(chat, op) => guest
+                .call_supports_op(s, chat.as_deref(), &op)
+                .await
+                .map(Answer::Flag),
+            Query::FrontsPlatform(platform) => guest
+                .call_fronts_platform(s, &platform)
+                .await
+                .map(Answer::Flag),
+            Query::Stats => guest.call_stats(s).await.map(|t| Answer::Text(Some(t))),
+            Query::PrimeRoute {
+                chat_id,
+                platform,
+                scope_id,
+                user_id,
+                profile,
+            } => guest
+                .call_prime_route(
+                    s,
+                    &chat_id,
+                    &platform,
+                    scope_id.as_deref(),
+                    user_id.as_deref(),
+                    profile.as_deref(),
+                )
+                .await
+                .map(|()| Answer::Unit),
+        };
+        match result {
+            Ok(answer) => {
+                self.after_call();
+                Ok(answer)
+            }
+            Err(trap) => {
+                let message = self.trap_message(&trap);
+                self.on_trap(trap);
+                Err(AdapterError::Trap(message))
+            }
+        }
+    }
+
+    /// Applies what the imports recorded during the last call.
+    fn after_call(&mut self) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        let data = live.store.data_mut();
+        for action in data.actions.drain(..) {
+            match action {
+                Action::DialFailed { conn, reason } => {
+                    self.queue.push_back(Input::DialFailed(conn, 0, reason));
+                }
+            }
+        }
+        if let Some(at) = data.deadline.take() {
+            self.deadline = at.map(|ns| instant_at(data.clock_origin, ns));
+        }
+        if data.stop {
+            tracing::info!("relay adapter shut down");
+            self.stopping = true;
+        }
+        if live.started.elapsed() >= self.config.limits.restart_reset_after {
+            self.backoff = self.config.limits.restart_initial;
+        }
+    }
+
+    fn trap_message(&self, trap: &wasmtime::Error) -> String {
+        let mut message = format!("{trap:#}");
+        if let Some(live) = &self.live {
+            let tail = live.store.data().stderr.tail();
+            if !tail.is_empty() {
+                message.push_str("; guest stderr: ");
+                message.push_str(&tail.join(" | "));
+            }
+        }
+        truncate(&mut message, TRAP_MESSAGE_MAX_BYTES);
+        message
+    }
+
+    /// The instance is poisoned: drop it and schedule a new one.
+    fn on_trap(&mut self, trap: wasmtime::Error) {
+        let message = self.trap_message(&trap);
+        tracing::error!(error = %message, "relay component trapped; restarting it");
+        self.drop_instance();
+        self.emit_fatal("guest_trap", message, true);
+        self.schedule_restart();
+    }
+
+    /// Closes the instance's sockets and drops it; its pending requests
+    /// resolve as "relay adapter stopped" (their reply senders drop).
+    fn drop_instance(&mut self) {
+        if let Some(mut live) = self.live.take() {
+            if live.started.elapsed() >= self.config.limits.restart_reset_after {
+                self.backoff = self.config.limits.restart_initial;
+            }
+            for (_, conn) in live.store.data_mut().conns.drain() {
+                if conn.open {
+                    let _ = conn
+                        .out
+                        .send(Outgoing::Close(1011, "relay adapter restarting".into()));
+                } else {
+                    conn.task.abort();
+                }
+            }
+        }
+        self.queue.clear();
+        self.deadline = None;
+    }
+
+    fn schedule_restart(&mut self) {
+        self.restart_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(self.config.limits.restart_max);
+    }
+
+    fn emit_fatal(&self, code: &str, message: String, retryable: bool) {
+        let _ = self.events.send(Event::Fatal {
+            code: code.to_string(),
+            message,
+            retryable,
+        });
+    }
+
+    /// The adapter ends: close sockets, answer queued commands, drop the instance.
+    fn finish(mut self) {
+        if let Some(live) = self.live.as_mut() {
+            for (_, conn) in live.store.data_mut().conns.drain() {
+                if conn.open {
+                    let _ = conn
+                        .out
+                        .send(Outgoing::Close(1001, "relay adapter stopped".into()));
+                } else {
+                    conn.task.abort();
+                }
+            }
+        }
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Request(_, reply) => refuse(reply),
+                Command::Query(_, reply) => refuse(reply),
+            }
+        }
+    }
+}
+
+fn refuse<T>(reply: Reply<T>) {
+    let _ = reply.send(Err(AdapterError::Stopped));
+}
+
+async fn call_request(
+    guest: &crate::bindings::guest::Guest,
+    s: &mut Store<HostState>,
+    id: u64,
+    request: Request,
+) -> wasmtime::Result<()> {
+    match request {
+        Request::Send {
+            chat_id,
+            content,
+            reply_to,
+            metadata,
+            platform,
+        } => {
+            guest
+                .call_send(
+                    s,
+                    id,
+                    &chat_id,
+                    &content,
+                    reply_to.as_deref(),
+                    &metadata,
+                    platform.as_deref(),
+                )
+                .await
+        }
+        Request::Edit {
+            chat_id,
+            message_id,
+            content,
+            metadata,
+        } => {
+            guest
+                .call_edit(s, id, &chat_id, &message_id, &content, &metadata)
+                .await
+        }
+        Request::Typing {
+            chat_id,
+            metadata,
+            content,
+        } => {
+            guest
+                .call_typing(s, id, &chat_id, &metadata, content.as_deref())
+                .await
+        }
+        Request::FollowUp {
+            session_key,
+            kind,
+            content,
+            metadata,
+        } => {
+            guest
+                .call_follow_up(s, id, &session_key, &kind, &content, &metadata)
+                .await
+        }
+        Request::GetChatInfo { chat_id } => guest.call_get_chat_info(s, id, &chat_id).await,
+        Request::RawAction { action, platform } => {
+            guest
+                .call_raw_action(s, id, &action, platform.as_deref())
+                .await
+        }
+        Request::Interrupt {
+            session_key,
+            reason,
+        } => {
+            guest
+                .call_interrupt(s, id, &session_key, reason.as_deref())
+                .await
+        }
+        Request::Shutdown => guest.call_shutdown(s, id).await,
+        Request::GoDormant => guest.call_go_dormant(s, id).await,
+        Request::HoldRedial => guest.call_hold_redial(s, id).await,
+        Request::ReleaseRedial => guest.call_release_redial(s, id).await,
+    }
+}
+
+/// The tokio instant of a WIT `instant` (ns on the guest's monotonic clock).
+/// Unrepresentable instants become "a year from now" (effectively never).
+fn instant_at(origin: std::time::Instant, ns: u64) -> Instant {
+    let origin = Instant::from_std(origin);
+    origin
+        .checked_add(Duration::from_nanos(ns))
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400))
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+}

@@ -1,0 +1,198 @@
+//! Host-side configuration of one adapter: the WIT `config` record with
+//! documented defaults, plus the sandbox and socket limits the host enforces.
+//! Secrets are wrapped in [`Secret`] so no `Debug` output ever shows them.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A secret string (the per-gateway HMAC key). `Debug` prints `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value; only for handing it to the component.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_string())
+    }
+}
+
+/// One (platform, bot id) identity the gateway fronts; one `hello` each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Platform name sent in `hello` (`discord`, `telegram`, `relay`, ...).
+    pub platform: String,
+    /// Bot or app id for that platform; may be empty.
+    pub bot_id: String,
+}
+
+impl Identity {
+    /// An identity for `platform` with bot id `bot_id`.
+    pub fn new(platform: impl Into<String>, bot_id: impl Into<String>) -> Self {
+        Self {
+            platform: platform.into(),
+            bot_id: bot_id.into(),
+        }
+    }
+}
+
+/// Everything one adapter needs: the component's configuration (mirrors the
+/// WIT `config` record, with durations as [`Duration`]) and the host limits.
+#[derive(Debug, Clone)]
+pub struct AdapterConfig {
+    /// Identities in order; the first is the session default. Empty means one
+    /// identity `relay` / "".
+    pub identities: Vec<Identity>,
+    /// The connector's base URL as configured (the component normalises it,
+    /// spec §1.2). The host only dials this URL's scheme, host and port.
+    pub connector_url: String,
+    /// Gateway id for the upgrade bearer; empty for unauthenticated dials.
+    pub gateway_id: String,
+    /// Per-gateway secret (HMAC key). Never logged.
+    pub secret: Option<Secret>,
+    /// Upgrade token lifetime in seconds (spec §1.3: tokens expire after 300 s).
+    pub token_ttl_secs: i64,
+    /// Wait for the first descriptor after the socket opens (spec §1.4: 30 s).
+    pub handshake_timeout: Duration,
+    /// Wait for an `outbound_result` before "timed out" (spec §1.6: 30 s).
+    pub outbound_timeout: Duration,
+    /// Re-dial after an unexpected close (spec §6.19: on in production).
+    pub reconnect: bool,
+    /// First rung of the reconnect ladder (spec §6.19: 1 s).
+    pub reconnect_initial: Duration,
+    /// Cap of the reconnect ladder (spec §6.19: 30 s).
+    pub reconnect_max: Duration,
+    /// `None` draws uniformly in (0, rung]; `Some(f)` pins the wait to `f * rung`.
+    pub reconnect_jitter: Option<f64>,
+    /// A connection that dropped sooner counts as a failed attempt (default 10 s).
+    pub stable_connection: Duration,
+    /// Re-dial cadence after `go-dormant` (spec §6.18: 1 s).
+    pub dormant_redial: Duration,
+    /// `hold-redial` expires after this long (spec §6.18: 60 s).
+    pub redial_hold_max: Duration,
+    /// Wait for `going_idle_ack` on shutdown and `go-dormant` (spec §6.17: 2 s).
+    pub going_idle_timeout: Duration,
+    /// On shutdown, how long pending requests may still finish (spec §6.17: 1.5 s).
+    pub drain_grace: Duration,
+    /// Outbound requests awaiting a result; more fail fast (default 1024).
+    pub max_pending: u32,
+    /// Deliveries awaiting accept/reject; past it the adapter goes idle (default 256).
+    pub max_undelivered: u32,
+    /// Replay dedupe memory in keys (default 2048).
+    pub seen_capacity: u32,
+    /// Routing cache size in chats (default 4096).
+    pub route_capacity: u32,
+    /// Longest accepted line in bytes (spec §1.3: 1 MiB). The host also caps a
+    /// WebSocket message and frame at this plus one byte (close code 1009).
+    pub max_line_bytes: u32,
+    /// Stamp events as authorized upstream (true for a real connector).
+    pub authorization_is_upstream: bool,
+    /// Limits the host enforces on the component and its sockets.
+    pub limits: HostLimits,
+}
+
+impl AdapterConfig {
+    /// A configuration with every default, dialing `connector_url`.
+    pub fn new(connector_url: impl Into<String>) -> Self {
+        Self {
+            connector_url: connector_url.into(),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        Self {
+            identities: Vec::new(),
+            connector_url: String::new(),
+            gateway_id: String::new(),
+            secret: None,
+            token_ttl_secs: 300,
+            handshake_timeout: Duration::from_secs(30),
+            outbound_timeout: Duration::from_secs(30),
+            reconnect: true,
+            reconnect_initial: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
+            reconnect_jitter: None,
+            stable_connection: Duration::from_secs(10),
+            dormant_redial: Duration::from_secs(1),
+            redial_hold_max: Duration::from_secs(60),
+            going_idle_timeout: Duration::from_secs(2),
+            drain_grace: Duration::from_millis(1500),
+            max_pending: 1024,
+            max_undelivered: 256,
+            seen_capacity: 2048,
+            route_capacity: 4096,
+            max_line_bytes: 1 << 20,
+            authorization_is_upstream: true,
+            limits: HostLimits::default(),
+        }
+    }
+}
+
+/// Limits the host enforces: sandbox (memory, CPU per call, restarts) and
+/// sockets (connect timeout, keepalive).
+#[derive(Debug, Clone)]
+pub struct HostLimits {
+    /// Linear memory cap of one instance (default 64 MiB). Growing past it traps.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one export call (default 100 ms), measured in
+    /// 1 ms epoch ticks. Past it the call traps and the instance is restarted.
+    pub call_budget: Duration,
+    /// Opening handshake timeout of one dial (spec §1.3: 10 s).
+    pub connect_timeout: Duration,
+    /// WebSocket ping cadence (spec §1.3: 30 s).
+    pub ping_interval: Duration,
+    /// A ping unanswered this long closes the socket as lost, reported as
+    /// close code 1011 "keepalive ping timeout" (spec §1.3: 60 s).
+    pub ping_timeout: Duration,
+    /// First wait before re-instantiating a trapped component (default 100 ms).
+    pub restart_initial: Duration,
+    /// Cap of the restart backoff, doubled per consecutive trap (default 30 s).
+    pub restart_max: Duration,
+    /// An instance that ran this long without trapping resets the backoff (default 60 s).
+    pub restart_reset_after: Duration,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            call_budget: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(60),
+            restart_initial: Duration::from_millis(100),
+            restart_max: Duration::from_secs(30),
+            restart_reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Milliseconds of `d`, saturating (the WIT config carries `u64` milliseconds).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

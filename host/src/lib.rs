@@ -1,0 +1,49 @@
+//! wasmtime host for the Hermes relay adapter component.
+//!
+//! The relay protocol logic lives in a WebAssembly component (`wit/relay.wit`,
+//! world `relay-adapter`); this crate owns everything around it: the engine
+//! and the compiled component ([`Plugin`]), one tokio task per adapter that
+//! owns its instance, the WebSockets and the timer the component asks for,
+//! and the gateway-facing API ([`Adapter::spawn`], [`AdapterHandle`],
+//! [`EventStream`]).
+//!
+//! Sandbox: no filesystem, environment, arguments or sockets for the
+//! component; stdout/stderr go to `tracing`; linear memory is capped
+//! ([`HostLimits::memory_bytes`]); every export call has a CPU budget
+//! ([`HostLimits::call_budget`]). A trap poisons the instance: the host closes
+//! its socket, fails its pending requests, emits [`Event::Fatal`] with code
+//! `guest_trap`, and re-instantiates it after a backoff.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use relay_host::{Adapter, AdapterConfig, Event, Plugin};
+//! let plugin = Plugin::new()?;
+//! let (handle, mut events) = Adapter::spawn(&plugin, AdapterConfig::new("ws://127.0.0.1:9100")).await?;
+//! while let Some(event) = events.next().await {
+//!     if let Event::Message(message) = event {
+//!         println!("{}: {}", message.chat_id, message.text);
+//!         message.accept();
+//!     }
+//! }
+//! handle.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod actor;
+mod bindings;
+mod config;
+mod handle;
+mod imports;
+mod plugin;
+mod socket;
+mod store;
+
+pub use config::{AdapterConfig, HostLimits, Identity, Secret};
+pub use handle::{
+    Adapter, AdapterError, AdapterHandle, ChatInfo, DeliveryAck, Event, EventStream, MessageEvent,
+    SendResult, State,
+};
+pub use plugin::{HOST_API_VERSION, Plugin, PluginError};

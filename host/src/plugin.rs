@@ -1,0 +1,183 @@
+//! The compiled relay component, shared by every adapter in the process: one
+//! `Engine` (epoch interruption, a 1 ms epoch ticker on its own OS thread), the
+//! component compiled once, and the linked `InstancePre`. Also the
+//! `api-version` check every new instance passes before it is used.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store};
+
+use crate::bindings::{RelayAdapter, RelayAdapterPre};
+use crate::store::HostState;
+
+/// The WIT interface version this host speaks; a component must report the
+/// same major and minor version from `api-version`.
+pub const HOST_API_VERSION: &str = "0.1.0";
+
+/// Epoch tick: the granularity of the per-call CPU budget and of yielding.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Errors loading or instantiating the relay component.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The wasmtime engine could not be created.
+    #[error("relay component: engine setup failed: {0}")]
+    Engine(String),
+    /// The component file could not be read.
+    #[error("relay component: cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid component, or its imports/exports do not
+    /// match `relay-adapter`.
+    #[error("relay component rejected: {0}")]
+    Invalid(String),
+    /// Instantiation failed (out of memory, start trap, ...).
+    #[error("relay component: instantiation failed: {0}")]
+    Instantiate(String),
+    /// The component speaks another version of the interface.
+    #[error(
+        "relay component speaks api-version {found}; this host supports {HOST_API_VERSION} (same major.minor required)"
+    )]
+    IncompatibleVersion {
+        /// What the component reported.
+        found: String,
+    },
+}
+
+/// The relay component compiled for this process; cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    pre: RelayAdapterPre<HostState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// The component built into this crate (`component/guest`, compiled by the
+    /// build script). Compiles it (tens of ms in release); keep the result and
+    /// clone it, or use [`Plugin::shared`].
+    pub fn new() -> Result<Self, PluginError> {
+        Self::from_bytes(include_bytes!(env!("RELAY_GUEST_WASM")))
+    }
+
+    /// The built-in component, compiled once per process on first use.
+    pub fn shared() -> Result<Self, PluginError> {
+        static SHARED: Mutex<Option<Plugin>> = Mutex::new(None);
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(plugin) = shared.as_ref() {
+            return Ok(plugin.clone());
+        }
+        let plugin = Self::new()?;
+        *shared = Some(plugin.clone());
+        Ok(plugin)
+    }
+
+    /// A component from a `.wasm` file (component binary format).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PluginError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// A component from its bytes (component binary format, not precompiled).
+    pub fn from_bytes(wasm: &[u8]) -> Result<Self, PluginError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        spawn_epoch_ticker(&engine)?;
+        let component =
+            Component::new(&engine, wasm).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        RelayAdapter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(RelayAdapterPre::new)
+            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner { engine, pre }),
+        })
+    }
+
+    /// The engine every instance of this component runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Instantiates into `store` and checks `api-version`.
+    pub(crate) async fn instantiate(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> Result<RelayAdapter, PluginError> {
+        let bindings = self
+            .inner
+            .pre
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
+        crate::store::reset_budget(store);
+        let found = bindings
+            .hermes_relay_adapter()
+            .call_api_version(&mut *store)
+            .await
+            .map_err(|e| PluginError::Instantiate(format!("api-version trapped: {e:#}")))?;
+        if !compatible(&found, HOST_API_VERSION) {
+            return Err(PluginError::IncompatibleVersion { found });
+        }
+        Ok(bindings)
+    }
+}
+
+/// Same major and minor (`0.1.x` talks to `0.1.y`).
+fn compatible(found: &str, ours: &str) -> bool {
+    let major_minor = |v: &str| {
+        let mut parts = v.trim().split('.');
+        match (parts.next(), parts.next()) {
+            (Some(a), Some(b)) => Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)),
+            _ => None,
+        }
+    };
+    match (major_minor(found), major_minor(ours)) {
+        (Some(f), Some(o)) => f == o,
+        _ => false,
+    }
+}
+
+/// Ticks the engine's epoch every millisecond on an OS thread (never a tokio
+/// worker: a busy runtime must not stop the clock that interrupts the guest).
+/// The thread ends once the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) -> Result<(), PluginError> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("relay-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| PluginError::Engine(format!("cannot start the epoch ticker: {e}")))
+}

@@ -1,0 +1,362 @@
+//! WebSocket connections the component asked for: one tokio task per
+//! connection (tokio-tungstenite), reading and writing concurrently so a slow
+//! write never stops reads. Everything read goes to the actor through an
+//! unbounded channel; nothing here ever waits on the gateway. Also the dial
+//! policy: only the configured connector's scheme, host and port are dialed.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+/// Close code for a connection lost without a close frame (RFC 6455 §7.4.1).
+pub(crate) const CLOSE_ABNORMAL: u16 = 1006;
+/// Close code for a message over the size limit.
+pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for a keepalive timeout (spec §1.3).
+pub(crate) const CLOSE_INTERNAL: u16 = 1011;
+/// A close frame without a status code.
+const CLOSE_NO_STATUS: u16 = 1005;
+/// How long a closing connection waits for the peer's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Longest close reason a close frame can carry (125 - 2 bytes of code).
+const CLOSE_REASON_MAX_BYTES: usize = 123;
+
+/// A connection of the current instance, by the component's `conn` id.
+pub(crate) struct Conn {
+    /// Host-unique id; events carrying another token are stale.
+    pub token: u64,
+    /// Queue to the connection's writer; never blocks.
+    pub out: mpsc::UnboundedSender<Outgoing>,
+    /// The connection task; aborted when closed before it opened.
+    pub task: AbortHandle,
+    /// Whether `on-open` was reported.
+    pub open: bool,
+}
+
+/// Host-unique connection tokens (a `conn` id may be reused by the component
+/// or by the next instance; stale events are recognised by their token).
+static NEXT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A fresh connection token.
+pub(crate) fn next_token() -> u64 {
+    NEXT_TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// What the writer sends.
+pub(crate) enum Outgoing {
+    /// One text message.
+    Text(String),
+    /// A close frame; the connection ends after it.
+    Close(u16, String),
+}
+
+/// Something that happened on a connection, for the actor.
+pub(crate) struct IoEvent {
+    pub conn: u32,
+    pub token: u64,
+    pub kind: IoKind,
+}
+
+/// Kinds of [`IoEvent`].
+pub(crate) enum IoKind {
+    Opened,
+    DialFailed { code: u16, reason: String },
+    Text(String),
+    Binary(Vec<u8>),
+    Closed { code: u16, reason: String },
+}
+
+/// Socket settings taken from the adapter config.
+#[derive(Clone, Copy)]
+pub(crate) struct SocketSettings {
+    pub connect_timeout: Duration,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Largest WebSocket message and frame accepted (line limit + 1 byte).
+    pub max_message_bytes: usize,
+}
+
+/// Which URLs the component may dial: the configured connector's scheme,
+/// host and port (after the spec §1.2 `http`→`ws` / `https`→`wss` rewrite).
+#[derive(Clone, Debug)]
+pub(crate) struct DialPolicy {
+    target: Option<Target>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Target {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    fn parse(url: &str) -> Option<Self> {
+        let uri: Uri = url.trim().parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "ws" => 80,
+            "wss" => 443,
+            _ => return None,
+        };
+        Some(Self {
+            host: uri.host()?.to_ascii_lowercase(),
+            port: uri.port_u16().unwrap_or(default_port),
+            scheme,
+        })
+    }
+}
+
+impl DialPolicy {
+    /// The policy for a configured connector base URL.
+    pub(crate) fn for_connector(connector_url: &str) -> Self {
+        let url = connector_url.trim();
+        let url = if let Some(rest) = url.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            url.to_string()
+        };
+        Self {
+            target: Target::parse(&url),
+        }
+    }
+
+    /// Whether `url` points at the configured connector.
+    pub(crate) fn allows(&self, url: &str) -> bool {
+        match (&self.target, Target::parse(url)) {
+            (Some(ours), Some(theirs)) => *ours == theirs,
+            _ => false,
+        }
+    }
+}
+
+/// Starts dialing `url`; the outcome arrives on `events` as `Opened` or
+/// `DialFailed`, then the connection's traffic.
+pub(crate) fn spawn_connection(
+    conn: u32,
+    token: u64,
+    url: String,
+    headers: Vec<(String, String)>,
+    settings: SocketSettings,
+    events: mpsc::UnboundedSender<IoEvent>,
+    out: mpsc::UnboundedReceiver<Outgoing>,
+) -> AbortHandle {
+    let report = Reporter {
+        conn,
+        token,
+        events,
+    };
+    tokio::spawn(run_connection(url, headers, settings, report, out)).abort_handle()
+}
+
+struct Reporter {
+    conn: u32,
+    token: u64,
+    events: mpsc::UnboundedSender<IoEvent>,
+}
+
+impl Reporter {
+    fn send(&self, kind: IoKind) {
+        // The actor being gone is fine: nobody is listening any more.
+        let _ = self.events.send(IoEvent {
+            conn: self.conn,
+            token: self.token,
+            kind,
+        });
+    }
+
+    fn closed(&self, code: u16, reason: impl Into<String>) {
+        self.send(IoKind::Closed {
+            code,
+            reason: reason.into(),
+        });
+    }
+}
+
+enum Control {
+    Ping,
+    Close(u16, String),
+}
+
+async fn run_connection(
+    url: String,
+    headers: Vec<(String, String)>,
+    settings: SocketSettings,
+    report: Reporter,
+    mut out: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let request = match build_request(&url, &headers) {
+        Ok(request) => request,
+        Err(reason) => return report.send(IoKind::DialFailed { code: 0, reason }),
+    };
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(settings.max_message_bytes))
+        .max_frame_size(Some(settings.max_message_bytes));
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+    let ws = match tokio::time::timeout(settings.connect_timeout, connect).await {
+        Ok(Ok((ws, _response))) => ws,
+        Ok(Err(WsError::Http(response))) => {
+            let status = response.status();
+            return report.send(IoKind::DialFailed {
+                code: status.as_u16(),
+                reason: format!("upgrade refused: HTTP {status}"),
+            });
+        }
+        Ok(Err(e)) => {
+            return report.send(IoKind::DialFailed {
+                code: 0,
+                reason: e.to_string(),
+            });
+        }
+        Err(_) => {
+            return report.send(IoKind::DialFailed {
+                code: 0,
+                reason: "opening handshake timed out".to_string(),
+            });
+        }
+    };
+    report.send(IoKind::Opened);
+
+    let (mut sink, mut stream) = ws.split();
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel::<Control>();
+
+    // Writer: the component's messages, pings, and a final close frame.
+    let writer = async {
+        loop {
+            let message = tokio::select! {
+                next = out.recv() => match next {
+                    Some(Outgoing::Text(text)) => Message::text(text),
+                    Some(Outgoing::Close(code, reason)) => close_message(code, &reason),
+                    // The instance is gone: leave quietly.
+                    None => close_message(1001, "relay adapter stopped"),
+                },
+                Some(control) = control_rx.recv() => match control {
+                    Control::Ping => Message::Ping(Bytes::new()),
+                    Control::Close(code, reason) => close_message(code, &reason),
+                },
+            };
+            let closing = matches!(message, Message::Close(_));
+            sink.send(message).await?;
+            if closing {
+                return Ok::<(), WsError>(());
+            }
+        }
+    };
+
+    // Reader: messages to the actor, keepalive, close reporting. Returns
+    // whether it queued a close frame for the writer.
+    let reader = async {
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + settings.ping_interval,
+            settings.ping_interval,
+        );
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pong_due: Option<Instant> = None;
+        loop {
+            let far = Instant::now() + Duration::from_secs(86_400);
+            tokio::select! {
+                next = stream.next() => match next {
+                    Some(Ok(Message::Text(text))) => report.send(IoKind::Text(text.as_str().to_owned())),
+                    Some(Ok(Message::Binary(data))) => report.send(IoKind::Binary(data.to_vec())),
+                    Some(Ok(Message::Pong(_))) => pong_due = None,
+                    Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = frame
+                            .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
+                            .unwrap_or((CLOSE_NO_STATUS, String::new()));
+                        report.closed(code, reason);
+                        // Keep polling so tungstenite flushes its close reply.
+                        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                            while stream.next().await.is_some() {}
+                        })
+                        .await;
+                        return false;
+                    }
+                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                        report.closed(CLOSE_TOO_BIG, format!("message too big: {size} > {max_size} bytes"));
+                        let _ = control_tx.send(Control::Close(CLOSE_TOO_BIG, "message too big".into()));
+                        return true;
+                    }
+                    Some(Err(e)) => {
+                        report.closed(CLOSE_ABNORMAL, format!("connection lost: {e}"));
+                        return false;
+                    }
+                    None => {
+                        report.closed(CLOSE_ABNORMAL, "connection lost");
+                        return false;
+                    }
+                },
+                _ = ping.tick() => {
+                    if pong_due.is_none() {
+                        pong_due = Some(Instant::now() + settings.ping_timeout);
+                    }
+                    let _ = control_tx.send(Control::Ping);
+                }
+                _ = tokio::time::sleep_until(pong_due.unwrap_or(far)), if pong_due.is_some() => {
+                    // Treated as lost; the close frame is a courtesy.
+                    report.closed(CLOSE_INTERNAL, "keepalive ping timeout");
+                    let _ = control_tx.send(Control::Close(CLOSE_INTERNAL, "keepalive ping timeout".into()));
+                    return true;
+                }
+            }
+        }
+    };
+
+    tokio::pin!(writer, reader);
+    tokio::select! {
+        close_queued = &mut reader => {
+            if close_queued {
+                // Give the queued close frame a moment to go out.
+                let _ = tokio::time::timeout(CLOSE_LINGER, &mut writer).await;
+            }
+        }
+        result = &mut writer => match result {
+            // Our close frame went out; wait briefly for the peer's.
+            Ok(()) => {
+                let _ = tokio::time::timeout(CLOSE_LINGER, &mut reader).await;
+            }
+            Err(e) => report.closed(CLOSE_ABNORMAL, format!("connection lost: write failed: {e}")),
+        },
+    }
+}
+
+fn close_message(code: u16, reason: &str) -> Message {
+    let mut end = reason.len().min(CLOSE_REASON_MAX_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason[..end].into(),
+    }))
+}
+
+fn build_request(
+    url: &str,
+    headers: &[(String, String)],
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, String> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| format!("invalid dial URL: {e}"))?;
+    for (name, value) in headers {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid upgrade header name {name:?}"))?;
+        // Never echo a value: it may be the bearer token.
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("invalid value for upgrade header {name:?}"))?;
+        request.headers_mut().insert(header, value);
+    }
+    Ok(request)
+}

@@ -1,0 +1,323 @@
+//! Per-instance state (the wasmtime `Store` data): the WASI context (stdio to
+//! a [`GuestLog`], a monotonic clock whose origin the host knows, nothing
+//! else), the memory limits, the per-call CPU budget, and the host-side
+//! bookkeeping the imports write to. Nothing here blocks.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{HostMonotonicClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::config::AdapterConfig;
+use crate::handle::{Event, Outcome, Reply};
+use crate::socket::{Conn, DialPolicy, IoEvent, SocketSettings};
+
+/// Longest guest stdio line forwarded to `tracing`; the rest is cut.
+const GUEST_LINE_MAX_BYTES: usize = 8 * 1024;
+/// Guest stderr lines kept for the message of a trap's `Fatal` event.
+const GUEST_TAIL_LINES: usize = 8;
+
+/// A request the host sent to the component and is waiting on.
+pub(crate) struct Pending {
+    /// Resolved by the `complete` import; dropping it resolves the caller as
+    /// "relay adapter stopped".
+    pub reply: Reply<Outcome>,
+    /// Set for `shutdown`: its completion ends the adapter.
+    pub is_shutdown: bool,
+}
+
+/// Work an import queued for the actor: an import never re-enters the
+/// component, so its consequences run after the current export returns.
+pub(crate) enum Action {
+    /// Report `on-dial-failed(conn, 0, reason)`.
+    DialFailed { conn: u32, reason: String },
+}
+
+/// Store data of one component instance.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// Epoch ticks (≈ ms) spent in the current export call.
+    ticks: u64,
+    /// Ticks allowed per export call.
+    max_ticks: u64,
+    /// Distinguishes instances of one adapter (after restarts).
+    pub instance: u64,
+    /// Where the guest's monotonic clock reads 0.
+    pub clock_origin: Instant,
+    /// Open or dialing connections, by the component's `conn` id.
+    pub conns: HashMap<u32, Conn>,
+    /// Deferred work for the actor, in call order.
+    pub actions: Vec<Action>,
+    /// `Some(at)` when `set-deadline` was called during the current export.
+    pub deadline: Option<Option<u64>>,
+    /// Requests awaiting `complete`, by host request id.
+    pub pending: HashMap<u64, Pending>,
+    /// Set when the shutdown request completed: the adapter stops.
+    pub stop: bool,
+    /// Events for the gateway (unbounded: the socket is never throttled by it).
+    pub events: mpsc::UnboundedSender<Event>,
+    /// Delivery answers come back through this channel.
+    pub acks: mpsc::UnboundedSender<crate::handle::AckMsg>,
+    /// Which dial targets the component may use.
+    pub dial_policy: DialPolicy,
+    /// Socket limits for new connections.
+    pub sockets: SocketSettings,
+    /// Connection tasks report here.
+    pub io: mpsc::UnboundedSender<IoEvent>,
+    /// Guest stderr, for trap messages.
+    pub stderr: GuestLog,
+    /// Adapter label for logs.
+    pub label: Arc<str>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Channels and identity the actor hands to each new store.
+pub(crate) struct StoreParts {
+    pub instance: u64,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub acks: mpsc::UnboundedSender<crate::handle::AckMsg>,
+    pub dial_policy: DialPolicy,
+    pub sockets: SocketSettings,
+    pub io: mpsc::UnboundedSender<IoEvent>,
+    pub label: Arc<str>,
+}
+
+/// A fresh store for one instance: WASI with stdio only, memory limits, and an
+/// epoch callback that yields to tokio every tick and traps past the budget.
+pub(crate) fn new_store(
+    engine: &Engine,
+    config: &AdapterConfig,
+    parts: StoreParts,
+) -> Store<HostState> {
+    let stdout = GuestLog::new(parts.label.clone(), "stdout");
+    let stderr = GuestLog::new(parts.label.clone(), "stderr");
+    let clock_origin = Instant::now();
+    let wasi = WasiCtxBuilder::new()
+        .stdout(stdout)
+        .stderr(stderr.clone())
+        .monotonic_clock(HostClock {
+            origin: clock_origin,
+        })
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(config.limits.memory_bytes)
+        .trap_on_grow_failure(true)
+        .build();
+    let max_ticks = u64::try_from(config.limits.call_budget.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let state = HostState {
+        wasi,
+        table: ResourceTable::new(),
+        limits,
+        ticks: 0,
+        max_ticks,
+        instance: parts.instance,
+        clock_origin,
+        conns: HashMap::new(),
+        actions: Vec::new(),
+        deadline: None,
+        pending: HashMap::new(),
+        stop: false,
+        events: parts.events,
+        acks: parts.acks,
+        dial_policy: parts.dial_policy,
+        sockets: parts.sockets,
+        io: parts.io,
+        stderr,
+        label: parts.label,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut cx| {
+        let s = cx.data_mut();
+        s.ticks += 1;
+        if s.ticks > s.max_ticks {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
+    store
+}
+
+/// Resets the CPU budget; call before every export call.
+pub(crate) fn reset_budget(store: &mut Store<HostState>) {
+    store.data_mut().ticks = 0;
+    store.set_epoch_deadline(1);
+}
+
+/// The guest's `wasi:clocks/monotonic-clock`: nanoseconds since `origin`, so
+/// the host can turn a WIT `instant` back into a tokio `Instant`.
+struct HostClock {
+    origin: Instant,
+}
+
+impl HostMonotonicClock for HostClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A guest stdio sink that never fails: complete lines go to `tracing`
+/// (stdout at info, stderr at warn), over-long lines are cut, and the last few
+/// stderr lines are kept for trap reports.
+#[derive(Clone)]
+pub(crate) struct GuestLog(Arc<Mutex<LogInner>>);
+
+struct LogInner {
+    label: Arc<str>,
+    stream: &'static str,
+    partial: Vec<u8>,
+    cut: bool,
+    tail: VecDeque<String>,
+}
+
+impl GuestLog {
+    fn new(label: Arc<str>, stream: &'static str) -> Self {
+        Self(Arc::new(Mutex::new(LogInner {
+            label,
+            stream,
+            partial: Vec::new(),
+            cut: false,
+            tail: VecDeque::new(),
+        })))
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, LogInner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        let mut inner = self.inner();
+        for chunk in bytes.split_inclusive(|b| *b == b'\n') {
+            let (body, ends_line) = match chunk.strip_suffix(b"\n") {
+                Some(body) => (body, true),
+                None => (chunk, false),
+            };
+            let room = GUEST_LINE_MAX_BYTES.saturating_sub(inner.partial.len());
+            if body.len() > room {
+                inner.cut = true;
+            }
+            inner
+                .partial
+                .extend_from_slice(&body[..body.len().min(room)]);
+            if ends_line {
+                inner.emit();
+            }
+        }
+    }
+
+    /// The last stderr lines (and an unterminated one), oldest first.
+    pub(crate) fn tail(&self) -> Vec<String> {
+        let inner = self.inner();
+        let mut lines: Vec<String> = inner.tail.iter().cloned().collect();
+        if !inner.partial.is_empty() {
+            lines.push(String::from_utf8_lossy(&inner.partial).into_owned());
+        }
+        lines
+    }
+}
+
+impl LogInner {
+    fn emit(&mut self) {
+        let mut line = String::from_utf8_lossy(&self.partial).into_owned();
+        if self.cut {
+            line.push_str(" [cut]");
+        }
+        self.partial.clear();
+        self.cut = false;
+        if self.stream == "stderr" {
+            tracing::warn!(target: "relay_guest", adapter = %self.label, stream = self.stream, "{line}");
+            if self.tail.len() == GUEST_TAIL_LINES {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(line);
+        } else {
+            tracing::info!(target: "relay_guest", adapter = %self.label, stream = self.stream, "{line}");
+        }
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for GuestLog {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestLog {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for GuestLog {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
