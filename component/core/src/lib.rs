@@ -9,6 +9,8 @@ pub mod auth;
 pub mod descriptor;
 pub mod event;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod interaction;
 pub mod lenient;
 pub mod line;
