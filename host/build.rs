@@ -1,9 +1,14 @@
-//! Builds the relay component (`component/guest`, a `wasm32-wasip2` cdylib)
-//! with a nested cargo and hands its path to the host as `RELAY_GUEST_WASM`.
+//! Builds the two guest components with a nested cargo and hands their paths
+//! to the crate:
+//! - `component/guest` (the relay adapter, `relay_guest.wasm`) as
+//!   `RELAY_GUEST_WASM`; `Plugin::new` embeds it.
+//! - `component/test-guest` (TEST ONLY, a deliberately misbehaving component,
+//!   `relay_test_guest.wasm`) as `RELAY_TEST_GUEST_WASM`; only
+//!   `tests/host.rs` embeds it, so it never reaches a shipped binary.
 //!
-//! Recipe and pitfalls: /work/shared/notes/wasm-toolchain.md §3. The nested
+//! Recipe and pitfalls: /work/shared/notes/wasm-toolchain.md §3. Each nested
 //! build uses its own target dir under OUT_DIR (sharing the outer one
-//! deadlocks on the artifact lock), runs from the guest dir (so its
+//! deadlocks on the artifact lock), runs from the guest's dir (so its
 //! `.cargo/config.toml` applies) and drops the host's flag variables (host
 //! RUSTFLAGS break the wasm link; an inherited CARGO_ENCODED_RUSTFLAGS hides
 //! the guest's own rustflags). CARGO_MAKEFLAGS is kept so the nested cargo
@@ -14,28 +19,54 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const GUEST_WASM: &str = "relay_guest.wasm";
+/// One guest crate to build.
+struct Guest {
+    /// Directory relative to this crate's manifest.
+    dir: &'static str,
+    /// The `.wasm` the build produces (crate name with `_`).
+    wasm: &'static str,
+    /// The `rustc-env` variable that carries the copied `.wasm`'s path.
+    env: &'static str,
+    /// Target dir name under OUT_DIR.
+    target: &'static str,
+}
+
+const GUESTS: [Guest; 2] = [
+    Guest {
+        dir: "../component/guest",
+        wasm: "relay_guest.wasm",
+        env: "RELAY_GUEST_WASM",
+        target: "guest-target",
+    },
+    Guest {
+        dir: "../component/test-guest",
+        wasm: "relay_test_guest.wasm",
+        env: "RELAY_TEST_GUEST_WASM",
+        target: "test-guest-target",
+    },
+];
 
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let guest_dir = manifest_dir.join("../component/guest");
+    println!("cargo:rerun-if-changed=../wit");
+    for guest in &GUESTS {
+        build_guest(guest, &manifest_dir, &out_dir);
+    }
+}
 
-    for p in [
-        "../component/guest/Cargo.toml",
-        "../component/guest/Cargo.lock",
-        "../component/guest/src",
-        "../wit",
-    ] {
-        println!("cargo:rerun-if-changed={p}");
+fn build_guest(guest: &Guest, manifest_dir: &Path, out_dir: &Path) {
+    let guest_dir = manifest_dir.join(guest.dir);
+    for file in ["Cargo.toml", "Cargo.lock", "src"] {
+        println!("cargo:rerun-if-changed={}/{file}", guest.dir);
     }
     // A missing path would make every build dirty; track it once it exists.
     if guest_dir.join(".cargo").exists() {
-        println!("cargo:rerun-if-changed=../component/guest/.cargo");
+        println!("cargo:rerun-if-changed={}/.cargo", guest.dir);
     }
 
-    let guest_target = out_dir.join("guest-target");
+    let guest_target = out_dir.join(guest.target);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&guest_dir)
@@ -61,9 +92,10 @@ fn main() {
         cmd.env_remove(var);
     }
 
+    let what = format!("the guest component {} ({})", guest.wasm, guest.dir);
     let output = cmd
         .output()
-        .expect("failed to run cargo for the relay guest (component/guest)");
+        .unwrap_or_else(|e| panic!("failed to run cargo for {what}: {e}"));
     // Show the nested build's diagnostics (visible with -vv or on failure).
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprint!("{stderr}");
@@ -74,19 +106,19 @@ fn main() {
             );
         }
         panic!(
-            "building the relay guest (component/guest) for wasm32-wasip2 failed ({}); \
-             see the output above. If the target is missing: rustup target add wasm32-wasip2",
+            "building {what} for wasm32-wasip2 failed ({}); see the output above. \
+             If the target is missing: rustup target add wasm32-wasip2",
             output.status
         );
     }
 
-    let built = guest_target.join("wasm32-wasip2/release").join(GUEST_WASM);
+    let built = guest_target.join("wasm32-wasip2/release").join(guest.wasm);
     track_dep_file(&built.with_extension("d"));
 
-    let wasm = out_dir.join(GUEST_WASM);
+    let wasm = out_dir.join(guest.wasm);
     fs::copy(&built, &wasm)
         .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), wasm.display()));
-    println!("cargo:rustc-env=RELAY_GUEST_WASM={}", wasm.display());
+    println!("cargo:rustc-env={}={}", guest.env, wasm.display());
 }
 
 /// Re-run when any input of the guest build changes: its `.d` file lists every

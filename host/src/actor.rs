@@ -210,6 +210,7 @@ impl Actor {
             .hermes_relay_adapter()
             .call_start(&mut store, &self.wit_config)
             .await;
+        store::report_log_flood(store.data());
         self.live = Some(Live {
             store,
             bindings,
@@ -328,6 +329,7 @@ impl Actor {
             Input::Delivery(delivery, false) => guest.call_reject_delivery(s, delivery).await,
             Input::Request(id, request) => call_request(guest, s, id, request).await,
         };
+        store::report_log_flood(live.store.data());
         match result {
             Ok(()) => self.after_call(),
             Err(trap) => self.on_trap(trap),
@@ -386,6 +388,7 @@ impl Actor {
                 .await
                 .map(|()| Answer::Unit),
         };
+        store::report_log_flood(live.store.data());
         match result {
             Ok(answer) => {
                 self.after_call();

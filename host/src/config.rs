@@ -144,7 +144,7 @@ impl Default for AdapterConfig {
             drain_grace: Duration::from_millis(1500),
             max_pending: 1024,
             max_undelivered: 256,
-            seen_capacity: 2048,
+            seen_capacity: 512,
             route_capacity: 4096,
             max_line_bytes: 1 << 20,
             authorization_is_upstream: true,

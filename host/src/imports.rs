@@ -137,6 +137,9 @@ impl Host for HostState {
     }
 
     fn log(&mut self, level: wit::LogLevel, message: String) {
+        if !self.log_budget.take() {
+            return;
+        }
         let adapter = &*self.label;
         match level {
             wit::LogLevel::Trace => tracing::trace!(target: "relay_guest", adapter, "{message}"),

@@ -118,15 +118,18 @@ impl Target {
 }
 
 impl DialPolicy {
-    /// The policy for a configured connector base URL.
+    /// The policy for a configured connector base URL. The scheme is matched
+    /// case-insensitively, as the component's normalisation does (spec §1.2):
+    /// `HTTP://host` is dialed as `ws://host/relay`.
     pub(crate) fn for_connector(connector_url: &str) -> Self {
         let url = connector_url.trim();
-        let url = if let Some(rest) = url.strip_prefix("https://") {
-            format!("wss://{rest}")
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            format!("ws://{rest}")
-        } else {
-            url.to_string()
+        let url = match url.split_once("://") {
+            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                "https" => format!("wss://{rest}"),
+                "http" => format!("ws://{rest}"),
+                scheme => format!("{scheme}://{rest}"),
+            },
+            None => url.to_string(),
         };
         Self {
             target: Target::parse(&url),
@@ -327,7 +330,13 @@ async fn run_connection(
             Ok(()) => {
                 let _ = tokio::time::timeout(CLOSE_LINGER, &mut reader).await;
             }
-            Err(e) => report.closed(CLOSE_ABNORMAL, format!("connection lost: write failed: {e}")),
+            // A write can fail on a connection the peer just closed while its
+            // close frame is still unread; let the reader report the real code.
+            Err(e) => {
+                if tokio::time::timeout(CLOSE_LINGER, &mut reader).await.is_err() {
+                    report.closed(CLOSE_ABNORMAL, format!("connection lost: write failed: {e}"));
+                }
+            }
         },
     }
 }

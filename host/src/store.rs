@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -24,6 +25,44 @@ use crate::socket::{Conn, DialPolicy, IoEvent, SocketSettings};
 const GUEST_LINE_MAX_BYTES: usize = 8 * 1024;
 /// Guest stderr lines kept for the message of a trap's `Fatal` event.
 const GUEST_TAIL_LINES: usize = 8;
+/// Guest log lines (`log` import calls plus stdout/stderr lines) forwarded to
+/// `tracing` per export call; the rest are counted and reported once after
+/// the call, so a guest stuck in a logging loop cannot flood the host's logs.
+pub(crate) const GUEST_LOG_LINES_PER_CALL: u32 = 1000;
+
+/// The per-export-call allowance of guest log lines, shared by the `log`
+/// import and the stdio sinks.
+#[derive(Clone, Default)]
+pub(crate) struct LogBudget(Arc<LogBudgetInner>);
+
+#[derive(Default)]
+struct LogBudgetInner {
+    used: AtomicU32,
+    suppressed: AtomicU64,
+}
+
+impl LogBudget {
+    /// Whether one more line may be forwarded in this call; counts it either way.
+    pub(crate) fn take(&self) -> bool {
+        let used = self.0.used.fetch_add(1, Ordering::Relaxed);
+        if used < GUEST_LOG_LINES_PER_CALL {
+            return true;
+        }
+        // Keep `used` from wrapping in an endless loop.
+        self.0
+            .used
+            .store(GUEST_LOG_LINES_PER_CALL, Ordering::Relaxed);
+        self.0.suppressed.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Starts a new call's allowance; returns how many lines the previous
+    /// call had suppressed.
+    pub(crate) fn reset(&self) -> u64 {
+        self.0.used.store(0, Ordering::Relaxed);
+        self.0.suppressed.swap(0, Ordering::Relaxed)
+    }
+}
 
 /// A request the host sent to the component and is waiting on.
 pub(crate) struct Pending {
@@ -76,6 +115,8 @@ pub(crate) struct HostState {
     pub io: mpsc::UnboundedSender<IoEvent>,
     /// Guest stderr, for trap messages.
     pub stderr: GuestLog,
+    /// Guest log lines allowed in the current export call.
+    pub log_budget: LogBudget,
     /// Adapter label for logs.
     pub label: Arc<str>,
 }
@@ -107,8 +148,9 @@ pub(crate) fn new_store(
     config: &AdapterConfig,
     parts: StoreParts,
 ) -> Store<HostState> {
-    let stdout = GuestLog::new(parts.label.clone(), "stdout");
-    let stderr = GuestLog::new(parts.label.clone(), "stderr");
+    let log_budget = LogBudget::default();
+    let stdout = GuestLog::new(parts.label.clone(), "stdout", log_budget.clone());
+    let stderr = GuestLog::new(parts.label.clone(), "stderr", log_budget.clone());
     let clock_origin = Instant::now();
     let wasi = WasiCtxBuilder::new()
         .stdout(stdout)
@@ -146,6 +188,7 @@ pub(crate) fn new_store(
         sockets: parts.sockets,
         io: parts.io,
         stderr,
+        log_budget,
         label: parts.label,
     };
     let mut store = Store::new(engine, state);
@@ -165,10 +208,24 @@ pub(crate) fn new_store(
     store
 }
 
-/// Resets the CPU budget; call before every export call.
+/// Resets the CPU budget and the log allowance; call before every export call.
 pub(crate) fn reset_budget(store: &mut Store<HostState>) {
     store.data_mut().ticks = 0;
     store.set_epoch_deadline(1);
+    report_log_flood(store.data());
+}
+
+/// Reports (once) the guest log lines the last export call had suppressed,
+/// and starts a fresh allowance; call right after every export call.
+pub(crate) fn report_log_flood(state: &HostState) {
+    let suppressed = state.log_budget.reset();
+    if suppressed > 0 {
+        tracing::warn!(
+            adapter = %state.label,
+            suppressed,
+            "relay component log flood: {suppressed} lines suppressed in one call (limit {GUEST_LOG_LINES_PER_CALL})"
+        );
+    }
 }
 
 /// The guest's `wasi:clocks/monotonic-clock`: nanoseconds since `origin`, so
@@ -196,16 +253,18 @@ pub(crate) struct GuestLog(Arc<Mutex<LogInner>>);
 struct LogInner {
     label: Arc<str>,
     stream: &'static str,
+    budget: LogBudget,
     partial: Vec<u8>,
     cut: bool,
     tail: VecDeque<String>,
 }
 
 impl GuestLog {
-    fn new(label: Arc<str>, stream: &'static str) -> Self {
+    fn new(label: Arc<str>, stream: &'static str, budget: LogBudget) -> Self {
         Self(Arc::new(Mutex::new(LogInner {
             label,
             stream,
+            budget,
             partial: Vec::new(),
             cut: false,
             tail: VecDeque::new(),
@@ -255,13 +314,16 @@ impl LogInner {
         }
         self.partial.clear();
         self.cut = false;
+        let forward = self.budget.take();
         if self.stream == "stderr" {
-            tracing::warn!(target: "relay_guest", adapter = %self.label, stream = self.stream, "{line}");
+            if forward {
+                tracing::warn!(target: "relay_guest", adapter = %self.label, stream = self.stream, "{line}");
+            }
             if self.tail.len() == GUEST_TAIL_LINES {
                 self.tail.pop_front();
             }
             self.tail.push_back(line);
-        } else {
+        } else if forward {
             tracing::info!(target: "relay_guest", adapter = %self.label, stream = self.stream, "{line}");
         }
     }

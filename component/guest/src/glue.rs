@@ -120,7 +120,13 @@ fn drain(machine: &mut Machine) {
             Output::Dial { conn, url, headers } => host::dial(conn, &url, &headers),
             Output::SendText { conn, text } => {
                 if let Err(error) = host::send_text(conn, &text) {
-                    machine.handle(now(), Input::WriteFailed { conn, error: &error });
+                    machine.handle(
+                        now(),
+                        Input::WriteFailed {
+                            conn,
+                            error: &error,
+                        },
+                    );
                 }
             }
             Output::Close { conn, code, reason } => host::close(conn, code, &reason),
@@ -300,7 +306,13 @@ pub fn typing(request: u64, chat_id: String, metadata: String, content: Option<S
     );
 }
 
-pub fn follow_up(request: u64, session_key: String, kind: String, content: String, metadata: String) {
+pub fn follow_up(
+    request: u64,
+    session_key: String,
+    kind: String,
+    content: String,
+    metadata: String,
+) {
     command(
         request,
         Command::FollowUp {
@@ -383,7 +395,9 @@ pub fn max_message_length(chat_id: Option<String>) -> u32 {
 }
 
 pub fn message_len(chat_id: Option<String>, text: String) -> u32 {
-    let n = query(text.chars().count(), |m| m.message_len(chat_id.as_deref(), &text));
+    let n = query(text.chars().count(), |m| {
+        m.message_len(chat_id.as_deref(), &text)
+    });
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 

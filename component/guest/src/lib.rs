@@ -1,18 +1,16 @@
 //! The relay adapter as a `wasm32-wasip2` component: wit-bindgen bindings for
 //! `wit/relay.wit` and the `adapter` export impl.
 //!
-//! Every export forwards to one function of the [`placeholder`] module, which
-//! holds the behaviour. To wire in `relay-core`, replace that module with glue
-//! of the same shape (one function per export); nothing here needs to change
-//! except the `mod` line.
+//! Every export forwards to one function of the [`glue`] module, which feeds
+//! the `relay-core` state machine and drains its outputs into the imports.
 
 wit_bindgen::generate!({ world: "relay-adapter", path: "../../wit" });
 
-mod placeholder;
+mod glue;
 
 use exports::hermes::relay::adapter::Guest;
+use glue as machine;
 use hermes::relay::types::{Config, State};
-use placeholder as machine;
 
 /// The interface version this component implements (`api-version`).
 const API_VERSION: &str = "0.1.0";

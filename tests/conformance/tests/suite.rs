@@ -20,7 +20,17 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn plugin() -> &'static Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
-    PLUGIN.get_or_init(|| Plugin::shared().expect("the built-in component loads"))
+    PLUGIN.get_or_init(|| {
+        // `RUST_LOG=relay=debug cargo test -p relay-conformance` shows the
+        // adapter's own log lines for a failing scenario.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
+        Plugin::shared().expect("the built-in component loads")
+    })
 }
 
 /// Millisecond-scale timers, jitter pinned at the top of each rung.

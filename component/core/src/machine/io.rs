@@ -136,7 +136,8 @@ pub enum Input<'a> {
         /// The message.
         data: &'a [u8],
     },
-    /// Writing the last polled [`Output::SendText`] failed.
+    /// Writing the last polled [`Output::SendText`] failed. The host reports
+    /// the socket's close (with its code) separately.
     WriteFailed {
         /// Connection id.
         conn: u32,

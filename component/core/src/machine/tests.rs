@@ -431,7 +431,13 @@ fn write_failure_is_a_definite_send_failure() {
     let r = sent_result(&out, req);
     assert_eq!(r.error.as_deref(), Some("relay send failed: broken pipe"));
     assert!(!r.ambiguous);
-    assert_eq!(h.m.state(), State::Reconnecting);
+    // The close report that follows decides what happens to the connection.
+    h.input(Input::SocketClosed {
+        conn,
+        code: 4401,
+        reason: "unauthorized",
+    });
+    assert_eq!(h.dials(), 2, "a post-handshake 4401, not a network error");
 }
 
 #[test]

@@ -1,11 +1,19 @@
-//! PLACEHOLDER adapter behaviour, to be replaced by glue into `relay-core`.
+//! TEST ONLY adapter behaviour (formerly the placeholder guest).
 //!
-//! Just enough protocol to exercise the host end to end: dial, one `hello` per
-//! identity, `inbound` -> `deliver`, `send` -> `outbound` -> `outbound_result`
-//! -> `complete`, shutdown, and a timer-driven re-dial. It never blocks and
-//! never keeps more than one connection. Lines whose `type` starts with
-//! `__placeholder_` are test hooks (panic, spin, grow) for the host's sandbox
-//! tests; a connector URL containing `stderr-test` makes `start` write to stdio.
+//! Just enough protocol to talk to the stub connector: dial, one `hello` per
+//! identity, `descriptor` -> ready, `inbound` -> `deliver`, `send` ->
+//! `outbound` -> `outbound_result` -> `complete`, shutdown, and a
+//! timer-driven re-dial. Connector frames whose `type` starts with `__test_`
+//! make it misbehave on purpose, inside the `on-text` export call:
+//!
+//! | frame | effect |
+//! |---|---|
+//! | `{"type":"__test_panic"}` | panics (an `unreachable` trap) |
+//! | `{"type":"__test_spin"}` | loops forever (the host's CPU budget must interrupt it) |
+//! | `{"type":"__test_grow"}` | allocates 1 MiB chunks without bound (the memory cap must trap it) |
+//! | `{"type":"__test_flood","import":"log"\|"deliver","count":N}` | calls that import N times (forever without `count`) |
+//! | `{"type":"__test_stdio","text":T}` | writes T to stderr and `T (stdout)` to stdout |
+//! | `{"type":"__test_dial","url":U}` | dials U on a fresh conn id; the outcome is logged |
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -34,6 +42,8 @@ struct Machine {
     /// Wire `requestId` -> host request id.
     pending: HashMap<String, u64>,
     stopped: bool,
+    /// Conn ids dialed by `__test_dial`.
+    probes: Vec<u32>,
 }
 
 thread_local! {
@@ -97,10 +107,6 @@ fn lost(m: &mut Machine, reason: &str) {
 }
 
 pub fn start(config: Config) -> Result<(), String> {
-    if config.connector_url.contains("stderr-test") {
-        println!("relay-guest placeholder: stdout test line");
-        eprintln!("relay-guest placeholder: stderr test line");
-    }
     // Spec §1.2 dial-URL normalisation.
     let trimmed = config.connector_url.trim();
     let rewritten = if let Some(rest) = trimmed.strip_prefix("https://") {
@@ -129,6 +135,11 @@ pub fn start(config: Config) -> Result<(), String> {
 
 pub fn on_open(conn: u32) {
     with(|m| {
+        if m.probes.contains(&conn) {
+            host::log(LogLevel::Warn, &format!("test dial {conn} opened"));
+            host::close(conn, 1000, "test dial done");
+            return;
+        }
         if m.conn != Some(conn) {
             return;
         }
@@ -155,6 +166,13 @@ pub fn on_open(conn: u32) {
 
 pub fn on_dial_failed(conn: u32, code: u16, reason: String) {
     with(|m| {
+        if m.probes.contains(&conn) {
+            host::log(
+                LogLevel::Warn,
+                &format!("test dial {conn} failed ({code}): {reason}"),
+            );
+            return;
+        }
         if m.conn == Some(conn) {
             host::log(LogLevel::Warn, &format!("dial failed ({code}): {reason}"));
             lost(m, &format!("dial failed {code}: {reason}"));
@@ -243,21 +261,66 @@ fn handle_frame(m: &mut Machine, conn: u32, frame: Value) {
             &text_field(&frame, "chat_id").unwrap_or_default(),
         ),
         // Test hooks for the host's sandbox tests.
-        "__placeholder_panic" => panic!("placeholder panic requested on conn {conn}"),
-        "__placeholder_spin" => {
+        "__test_panic" => panic!("test guest panic requested on conn {conn}"),
+        "__test_spin" => {
             let mut n = 0u64;
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
         }
-        "__placeholder_grow" => {
-            let big = vec![7u8; 256 << 20];
-            host::log(
-                LogLevel::Info,
-                &format!("grew {}", std::hint::black_box(big).len()),
-            );
+        "__test_grow" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![7u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "__test_flood" => flood(
+            m,
+            text_field(&frame, "import").as_deref().unwrap_or("log"),
+            frame.get("count").and_then(Value::as_u64),
+        ),
+        "__test_stdio" => {
+            let text = text_field(&frame, "text").unwrap_or_default();
+            eprintln!("{text}");
+            println!("{text} (stdout)");
+        }
+        "__test_dial" => {
+            m.next_conn += 1;
+            let probe = m.next_conn;
+            m.probes.push(probe);
+            host::dial(probe, &text_field(&frame, "url").unwrap_or_default(), &[]);
         }
         _ => {}
+    }
+}
+
+/// Calls `import` `count` times (forever when `None`) in this one export call.
+fn flood(m: &mut Machine, import: &str, count: Option<u64>) {
+    let mut n = 0u64;
+    while count.is_none_or(|c| n < c) {
+        n += 1;
+        match import {
+            "deliver" => {
+                m.next_delivery += 1;
+                let delivery = m.next_delivery;
+                m.deliveries.insert(delivery, None);
+                host::deliver(&MessageEvent {
+                    delivery,
+                    buffer_id: None,
+                    platform: "relay".into(),
+                    chat_id: "flood".into(),
+                    chat_type: "dm".into(),
+                    user_id: None,
+                    scope_id: None,
+                    thread_id: None,
+                    message_type: "text".into(),
+                    text: format!("flood {n}"),
+                    json: "{}".into(),
+                });
+            }
+            _ => host::log(LogLevel::Info, &format!("test guest flood line {n}")),
+        }
     }
 }
 
@@ -341,17 +404,20 @@ pub fn edit(
     _content: String,
     _metadata: String,
 ) {
-    host::complete(request, &failed("edit: not implemented in placeholder"));
+    host::complete(request, &failed("edit: not implemented in the test guest"));
 }
 
 pub fn typing(request: u64, _chat_id: String, _metadata: String, _content: Option<String>) {
-    host::complete(request, &failed("typing: not implemented in placeholder"));
+    host::complete(
+        request,
+        &failed("typing: not implemented in the test guest"),
+    );
 }
 
 pub fn follow_up(request: u64, _key: String, _kind: String, _content: String, _metadata: String) {
     host::complete(
         request,
-        &failed("follow_up: not implemented in placeholder"),
+        &failed("follow_up: not implemented in the test guest"),
     );
 }
 
@@ -366,7 +432,7 @@ pub fn get_chat_info(request: u64, chat_id: String) {
 pub fn raw_action(request: u64, _action: String, _platform: Option<String>) {
     host::complete(
         request,
-        &failed("raw_action: not implemented in placeholder"),
+        &failed("raw_action: not implemented in the test guest"),
     );
 }
 

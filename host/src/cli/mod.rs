@@ -1,0 +1,96 @@
+//! The `relay-host` binary's modules (declared from `main.rs`, not part of
+//! the library).
+
+pub mod args;
+mod demo;
+mod exit;
+mod inspect;
+mod logging;
+mod output;
+mod run;
+mod settings;
+mod url;
+
+use std::process::ExitCode;
+
+use args::{Cli, Command, ConfigCommand, RunArgs};
+use exit::Exit;
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let exit = match cli.command {
+        Command::Run(args) => run_command(&args),
+        Command::Config(ConfigCommand::Check(args)) => config_check(&args),
+        Command::Inspect(args) => {
+            logging::init(args::LogFormat::Text, "warn");
+            inspect::inspect(&args)
+        }
+        Command::Demo(args) => {
+            logging::init(args.log_format, "warn");
+            match runtime() {
+                Ok(rt) => rt.block_on(demo::demo()),
+                Err(exit) => exit,
+            }
+        }
+    };
+    exit.into()
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Resolves the settings, logging the warnings; `Err` is exit 2.
+fn resolve(args: &RunArgs) -> Result<settings::Settings, Exit> {
+    match settings::resolve(args, &process_env) {
+        Ok(settings) => {
+            for warning in &settings.warnings {
+                tracing::warn!("{warning}");
+            }
+            Ok(settings)
+        }
+        Err(e) => {
+            logging::error_line(&format!("error: {e}"));
+            Err(Exit::Usage)
+        }
+    }
+}
+
+fn run_command(args: &RunArgs) -> Exit {
+    logging::init(args.log_format, "info");
+    let settings = match resolve(args) {
+        Ok(settings) => settings,
+        Err(exit) => return exit,
+    };
+    match runtime() {
+        Ok(rt) => {
+            let exit = rt.block_on(run::run(settings));
+            // Connection tasks may still be closing; do not wait for them.
+            rt.shutdown_background();
+            exit
+        }
+        Err(exit) => exit,
+    }
+}
+
+fn config_check(args: &RunArgs) -> Exit {
+    logging::init(args.log_format, "info");
+    let settings = match resolve(args) {
+        Ok(settings) => settings,
+        Err(exit) => return exit,
+    };
+    let json = settings::effective_json(&settings);
+    let text = serde_json::to_string_pretty(&json).unwrap_or_else(|_| json.to_string());
+    println!("{text}");
+    Exit::Ok
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            logging::final_line(&format!("fatal: cannot start the async runtime: {e}"));
+            Exit::Fatal
+        })
+}

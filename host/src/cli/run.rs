@@ -1,0 +1,367 @@
+//! `relay-host run`: one adapter, its events as JSON lines on stdout, the
+//! `print` / `echo` agents, signals and exit codes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay_host::{Adapter, AdapterError, AdapterHandle, Event, MessageEvent, Plugin, SendResult};
+use serde::Serialize;
+use serde_json::Map;
+use serde_json::value::RawValue;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::args::Agent;
+use super::exit::Exit;
+use super::logging;
+use super::output::JsonLines;
+use super::settings::Settings;
+
+/// Budget of the signal-initiated shutdown (going idle, drain, close) and of
+/// printing what is still in flight.
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
+/// Budget of the courtesy shutdown before a fatal exit.
+const FATAL_SHUTDOWN_BUDGET: Duration = Duration::from_secs(1);
+
+/// Why the event loop ended.
+enum Stop {
+    /// SIGINT or SIGTERM.
+    Signal(&'static str),
+    /// `relay_disabled`: terminal revocation.
+    Disabled(String),
+    /// Another non-retryable fatal event.
+    Fatal(String, String),
+    /// The event stream ended without a shutdown.
+    Ended,
+    /// stdout cannot be written.
+    OutputClosed(std::io::Error),
+}
+
+/// What one event asks of the loop.
+enum Next {
+    Continue,
+    Stop(Stop),
+}
+
+/// Runs the adapter until a signal or a terminal condition; returns the exit code.
+pub async fn run(settings: Settings) -> Exit {
+    // Before anything slow, so an early SIGTERM is a clean stop, not a kill.
+    let (mut sigint, mut sigterm) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        (Err(e), _) | (_, Err(e)) => {
+            logging::final_line(&format!("fatal: cannot install signal handlers: {e}"));
+            return Exit::Fatal;
+        }
+    };
+
+    let plugin = match &settings.component {
+        Some(path) => Plugin::from_file(path),
+        None => Plugin::shared(),
+    };
+    let plugin = match plugin {
+        Ok(plugin) => plugin,
+        Err(e) => {
+            logging::final_line(&format!("fatal: {e}"));
+            return Exit::Fatal;
+        }
+    };
+    tracing::info!(
+        connector = %settings.dial_url,
+        identities = settings.config.identities.len().max(1),
+        agent = settings.agent.as_str(),
+        "starting the relay adapter"
+    );
+    let agent = settings.agent;
+    let (handle, mut events) = match Adapter::spawn(&plugin, settings.config).await {
+        Ok(spawned) => spawned,
+        Err(AdapterError::Start(reason)) => {
+            logging::final_line(&format!(
+                "error: the relay component refused the configuration: {reason}"
+            ));
+            return Exit::Usage;
+        }
+        Err(e) => {
+            logging::final_line(&format!("fatal: {e}"));
+            return Exit::Fatal;
+        }
+    };
+
+    let out = Arc::new(JsonLines::stdout());
+    let mut sends: JoinSet<()> = JoinSet::new();
+
+    let stop = loop {
+        tokio::select! {
+            _ = sigint.recv() => break Stop::Signal("SIGINT"),
+            _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
+            Some(_) = sends.join_next(), if !sends.is_empty() => {}
+            event = events.next() => match event {
+                None => break Stop::Ended,
+                Some(event) => {
+                    if let Next::Stop(stop) = on_event(event, agent, &handle, &out, &mut sends) {
+                        break stop;
+                    }
+                }
+            },
+        }
+    };
+
+    match stop {
+        Stop::Signal(name) => {
+            tracing::info!(
+                signal = name,
+                "shutting down: going idle, draining, closing"
+            );
+            let deadline = Instant::now() + SHUTDOWN_BUDGET;
+            let shutdown = handle.shutdown();
+            tokio::pin!(shutdown);
+            let mut shutdown_done = false;
+            let mut stream_done = false;
+            // Keep serving events until the adapter is gone: a message that
+            // lands before `going_idle_ack` is still delivered live.
+            while !(shutdown_done && stream_done) {
+                tokio::select! {
+                    result = &mut shutdown, if !shutdown_done => {
+                        shutdown_done = true;
+                        if let Err(e) = result {
+                            tracing::warn!(error = %e, "shutdown did not complete cleanly");
+                        }
+                    }
+                    event = events.next(), if !stream_done => match event {
+                        None => stream_done = true,
+                        Some(event) => {
+                            if let Next::Stop(Stop::OutputClosed(e)) =
+                                on_event(event, agent, &handle, &out, &mut sends)
+                            {
+                                tracing::warn!(error = %e, "stdout closed during shutdown");
+                            }
+                        }
+                    },
+                    // Some supervisors signal the process and its group, so a
+                    // repeat is normal; the budget below bounds the stop anyway.
+                    _ = sigint.recv() => tracing::info!("already shutting down"),
+                    _ = sigterm.recv() => tracing::info!("already shutting down"),
+                    () = tokio::time::sleep_until(deadline) => {
+                        tracing::warn!("shutdown did not finish within {SHUTDOWN_BUDGET:?}; exiting");
+                        break;
+                    }
+                }
+            }
+            // Sends still in flight resolve once the adapter stopped.
+            let _ = tokio::time::timeout_at(deadline, async {
+                while sends.join_next().await.is_some() {}
+            })
+            .await;
+            tracing::info!("relay adapter stopped");
+            Exit::Ok
+        }
+        Stop::Disabled(message) => {
+            courtesy_shutdown(&handle).await;
+            logging::final_line(&format!("disabled: {message}"));
+            Exit::Disabled
+        }
+        Stop::Fatal(code, message) => {
+            courtesy_shutdown(&handle).await;
+            logging::final_line(&format!("fatal: {code}: {message}"));
+            Exit::Fatal
+        }
+        Stop::Ended => {
+            logging::final_line("fatal: the relay adapter stopped unexpectedly");
+            Exit::Fatal
+        }
+        Stop::OutputClosed(e) => {
+            // Going idle makes the connector buffer what this process can
+            // no longer report.
+            courtesy_shutdown(&handle).await;
+            logging::final_line(&format!("fatal: cannot write to stdout: {e}"));
+            Exit::Fatal
+        }
+    }
+}
+
+/// A bounded `shutdown` before a fatal exit (the connector then buffers).
+async fn courtesy_shutdown(handle: &AdapterHandle) {
+    if tokio::time::timeout(FATAL_SHUTDOWN_BUDGET, handle.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("shutdown before exit timed out");
+    }
+}
+
+/// Prints one event and answers it.
+fn on_event(
+    event: Event,
+    agent: Agent,
+    handle: &AdapterHandle,
+    out: &Arc<JsonLines>,
+    sends: &mut JoinSet<()>,
+) -> Next {
+    match event {
+        Event::Message(message) => on_message(message, agent, handle, out, sends),
+        Event::Interrupt {
+            session_key,
+            chat_id,
+        } => print(
+            out,
+            &Line::Interrupt {
+                session_key: &session_key,
+                chat_id: &chat_id,
+            },
+        ),
+        Event::State { state, detail } => print(
+            out,
+            &Line::State {
+                state: state.as_str(),
+                detail: &detail,
+            },
+        ),
+        Event::Fatal {
+            code,
+            message,
+            retryable,
+        } => {
+            if let Next::Stop(stop) = print(
+                out,
+                &Line::Fatal {
+                    code: &code,
+                    message: &message,
+                    retryable,
+                },
+            ) {
+                return Next::Stop(stop);
+            }
+            if code == "relay_disabled" {
+                Next::Stop(Stop::Disabled(message))
+            } else if !retryable {
+                Next::Stop(Stop::Fatal(code, message))
+            } else {
+                tracing::warn!(code, message, "relay adapter fatal error; it keeps trying");
+                Next::Continue
+            }
+        }
+    }
+}
+
+fn on_message(
+    message: MessageEvent,
+    agent: Agent,
+    handle: &AdapterHandle,
+    out: &Arc<JsonLines>,
+    sends: &mut JoinSet<()>,
+) -> Next {
+    let event = event_json(&message.json);
+    let line = Line::Message {
+        delivery: message.delivery,
+        buffer_id: message.buffer_id.as_deref(),
+        event: &event,
+    };
+    if let Err(e) = out.line(&line) {
+        // Not reported, so not taken: the connector may replay it.
+        message.reject();
+        return Next::Stop(Stop::OutputClosed(e));
+    }
+    let chat_id = message.chat_id.clone();
+    let text = message.text.clone();
+    message.accept();
+    if agent == Agent::Echo {
+        let handle = handle.clone();
+        let out = Arc::clone(out);
+        // Pipelined: the loop takes the next event while this send waits.
+        sends.spawn(async move {
+            let result = handle
+                .send(chat_id.clone(), text, None, Map::new(), None)
+                .await;
+            let line = Line::Sent {
+                chat_id: &chat_id,
+                result: SentResult::from(&result),
+            };
+            if let Err(e) = out.line(&line) {
+                tracing::warn!(error = %e, "cannot write a sent line to stdout");
+            }
+        });
+    }
+    Next::Continue
+}
+
+/// The component's event JSON verbatim (its key order kept) when it is
+/// compact JSON; re-serialised when it spans lines; a JSON string if it ever
+/// is not JSON, so the line still parses.
+fn event_json(json: &str) -> Box<RawValue> {
+    if !json.contains(['\n', '\r'])
+        && let Ok(raw) = RawValue::from_string(json.to_string())
+    {
+        return raw;
+    }
+    let text = match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(value) => value.to_string(),
+        Err(_) => serde_json::Value::String(json.to_string()).to_string(),
+    };
+    RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+fn print(out: &JsonLines, line: &Line<'_>) -> Next {
+    match out.line(line) {
+        Ok(()) => Next::Continue,
+        Err(e) => Next::Stop(Stop::OutputClosed(e)),
+    }
+}
+
+/// One stdout line; `kind` first, fields in the documented order.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Line<'a> {
+    Message {
+        delivery: u64,
+        buffer_id: Option<&'a str>,
+        event: &'a RawValue,
+    },
+    Interrupt {
+        session_key: &'a str,
+        chat_id: &'a str,
+    },
+    State {
+        state: &'a str,
+        detail: &'a str,
+    },
+    Fatal {
+        code: &'a str,
+        message: &'a str,
+        retryable: bool,
+    },
+    Sent {
+        chat_id: &'a str,
+        result: SentResult<'a>,
+    },
+}
+
+/// The typed fields of a send result.
+#[derive(Serialize)]
+struct SentResult<'a> {
+    success: bool,
+    message_id: Option<&'a str>,
+    error: Option<&'a str>,
+    code: Option<&'a str>,
+    ambiguous: bool,
+    declined: bool,
+    thread_id: Option<&'a str>,
+    auto_thread_name: Option<&'a str>,
+}
+
+impl<'a> From<&'a SendResult> for SentResult<'a> {
+    fn from(r: &'a SendResult) -> Self {
+        Self {
+            success: r.success,
+            message_id: r.message_id.as_deref(),
+            error: r.error.as_deref(),
+            code: r.code.as_deref(),
+            ambiguous: r.ambiguous,
+            declined: r.declined,
+            thread_id: r.thread_id.as_deref(),
+            auto_thread_name: r.auto_thread_name.as_deref(),
+        }
+    }
+}

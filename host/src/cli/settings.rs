@@ -1,0 +1,420 @@
+//! The effective configuration of `run` / `config check`: flags, then the
+//! environment (the reference gateway's variable names), then the `--config`
+//! TOML file, then the library defaults. The secret only ever comes from the
+//! environment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use relay_host::{AdapterConfig, Identity, Secret};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::args::{Agent, RunArgs};
+
+/// Default name of the secret's environment variable.
+pub const DEFAULT_SECRET_ENV: &str = "GATEWAY_RELAY_SECRET";
+/// Connector base URL.
+pub const ENV_URL: &str = "GATEWAY_RELAY_URL";
+/// Gateway id.
+pub const ENV_ID: &str = "GATEWAY_RELAY_ID";
+/// Comma list of platforms.
+pub const ENV_PLATFORMS: &str = "GATEWAY_RELAY_PLATFORMS";
+/// JSON object `{"<platform>":{"botId":"..."}}`.
+pub const ENV_BOT_IDS: &str = "GATEWAY_RELAY_BOT_IDS";
+
+/// A usage or configuration error (exit 2). The text never contains the secret.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err<T>(message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(message.into()))
+}
+
+/// Everything `run` needs, resolved and validated.
+#[derive(Debug)]
+pub struct Settings {
+    /// The adapter configuration (secret included, `Debug` redacts it).
+    pub config: AdapterConfig,
+    /// The URL the component will dial (§1.2 normalisation).
+    pub dial_url: String,
+    /// The variable the secret was (or would have been) read from.
+    pub secret_env: String,
+    /// `--component`, or `None` for the built-in component.
+    pub component: Option<PathBuf>,
+    /// How messages are answered.
+    pub agent: Agent,
+    /// Things worth a warning on stderr (never containing the secret).
+    pub warnings: Vec<String>,
+}
+
+/// The `--config` file. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    connector: Option<String>,
+    gateway_id: Option<String>,
+    platforms: Option<Vec<String>>,
+    bot_ids: Option<BTreeMap<String, String>>,
+    /// Only here to refuse it with a clear message (never read).
+    secret: Option<toml::Value>,
+    token_ttl_secs: Option<i64>,
+    handshake_timeout_ms: Option<u64>,
+    outbound_timeout_ms: Option<u64>,
+    reconnect: Option<bool>,
+    reconnect_initial_ms: Option<u64>,
+    reconnect_max_ms: Option<u64>,
+    reconnect_jitter: Option<f64>,
+    stable_connection_ms: Option<u64>,
+    dormant_redial_ms: Option<u64>,
+    redial_hold_max_ms: Option<u64>,
+    going_idle_timeout_ms: Option<u64>,
+    drain_grace_ms: Option<u64>,
+    max_pending: Option<u32>,
+    max_undelivered: Option<u32>,
+    seen_capacity: Option<u32>,
+    route_capacity: Option<u32>,
+    max_line_bytes: Option<u32>,
+    authorization_is_upstream: Option<bool>,
+    memory_bytes: Option<u64>,
+    call_budget_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    ping_interval_ms: Option<u64>,
+    ping_timeout_ms: Option<u64>,
+    restart_initial_ms: Option<u64>,
+    restart_max_ms: Option<u64>,
+    restart_reset_after_ms: Option<u64>,
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let shown = path.display();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return err(format!("--config {shown}: cannot read: {e}")),
+    };
+    let file: FileConfig = match toml::from_str(&text) {
+        Ok(file) => file,
+        Err(e) => {
+            // The message only: toml's Display quotes the offending source
+            // line, which could be a secret someone put there.
+            let at = e
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!(" (line {line}, column {col})")
+                })
+                .unwrap_or_default();
+            return err(format!("--config {shown}: {}{at}", e.message().trim_end()));
+        }
+    };
+    if file.secret.is_some() {
+        return err(format!(
+            "--config {shown}: `secret` is not allowed in a config file; put the secret in \
+             the environment ({DEFAULT_SECRET_ENV}, or the variable named by --secret-env)"
+        ));
+    }
+    Ok(file)
+}
+
+/// Resolves `args` against the environment (`env(name)`) and the config file.
+pub fn resolve(
+    args: &RunArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, ConfigError> {
+    let file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => FileConfig::default(),
+    };
+    let mut warnings = Vec::new();
+    // A blank variable counts as unset (except the secret's, see below).
+    let env_set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+
+    // Connector URL.
+    let connector = args
+        .connector
+        .clone()
+        .or_else(|| env_set(ENV_URL))
+        .or(file.connector.clone());
+    let Some(connector) = connector else {
+        return err(format!(
+            "no connector URL: pass --connector URL or set {ENV_URL}"
+        ));
+    };
+    let dial_url = match super::url::dial_url(&connector) {
+        Ok(url) => url,
+        Err(why) => return err(format!("invalid connector URL: {why}")),
+    };
+
+    // Gateway id.
+    let gateway_id = args
+        .gateway_id
+        .clone()
+        .or_else(|| env_set(ENV_ID))
+        .or(file.gateway_id.clone())
+        .map(|id| id.trim().to_string())
+        .unwrap_or_default();
+
+    // Platforms.
+    let platforms: Vec<String> = if !args.platforms.is_empty() {
+        let mut out = Vec::new();
+        for p in &args.platforms {
+            let p = p.trim();
+            if p.is_empty() {
+                return err("--platform must not be empty");
+            }
+            out.push(p.to_string());
+        }
+        out
+    } else if let Some(list) = env_set(ENV_PLATFORMS) {
+        split_list(&list)
+    } else if let Some(list) = &file.platforms {
+        list.iter()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    // Bot ids: --bot-id by position, else by platform name from the
+    // environment, else from the file.
+    if args.bot_ids.len() > platforms.len() {
+        return err(format!(
+            "{} --bot-id value(s) but {} platform(s): each --bot-id pairs with the --platform at \
+             the same position",
+            args.bot_ids.len(),
+            platforms.len()
+        ));
+    }
+    let by_name: BTreeMap<String, String> = if !args.bot_ids.is_empty() {
+        BTreeMap::new()
+    } else if let Some(raw) = env_set(ENV_BOT_IDS) {
+        match parse_bot_ids(&raw) {
+            Some(map) => map,
+            None => {
+                warnings.push(format!(
+                    "{ENV_BOT_IDS} is not a JSON object like {{\"discord\":{{\"botId\":\"...\"}}}}; \
+                     ignoring it (no bot ids)"
+                ));
+                BTreeMap::new()
+            }
+        }
+    } else {
+        file.bot_ids.clone().unwrap_or_default()
+    };
+    let identities: Vec<Identity> = platforms
+        .iter()
+        .enumerate()
+        .map(|(i, platform)| {
+            let bot_id = if args.bot_ids.is_empty() {
+                by_name.get(platform).cloned().unwrap_or_default()
+            } else {
+                args.bot_ids.get(i).cloned().unwrap_or_default()
+            };
+            Identity::new(platform.clone(), bot_id.trim())
+        })
+        .collect();
+
+    // Secret: only from the environment.
+    let secret_env = args
+        .secret_env
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SECRET_ENV.to_string());
+    if secret_env.is_empty() || secret_env.contains(['=', '\0']) {
+        return err("--secret-env must be an environment variable name");
+    }
+    let secret = match env(&secret_env).map(|s| s.trim().to_string()) {
+        Some(s) if !s.is_empty() => Some(Secret::new(s)),
+        Some(_) if args.secret_env.is_some() => {
+            return err(format!("--secret-env {secret_env}: the variable is blank"));
+        }
+        None if args.secret_env.is_some() => {
+            return err(format!(
+                "--secret-env {secret_env}: the variable is not set (or not valid UTF-8)"
+            ));
+        }
+        Some(_) => {
+            warnings.push(format!(
+                "{secret_env} is blank; treating the secret as unset"
+            ));
+            None
+        }
+        None => None,
+    };
+    match (gateway_id.is_empty(), secret.is_none()) {
+        (true, true) => warnings.push(format!(
+            "no gateway id and no secret ({ENV_ID}, {secret_env}): dialing the connector \
+             unauthenticated"
+        )),
+        (true, false) => warnings.push(format!(
+            "a secret but no gateway id ({ENV_ID} / --gateway-id): dialing the connector \
+             unauthenticated"
+        )),
+        (false, true) => warnings.push(format!(
+            "a gateway id but no secret ({secret_env}): dialing the connector unauthenticated"
+        )),
+        (false, false) => {}
+    }
+
+    let mut config = AdapterConfig::new(connector);
+    config.identities = identities;
+    config.gateway_id = gateway_id;
+    config.secret = secret;
+    apply_file(&mut config, &file)?;
+
+    Ok(Settings {
+        config,
+        dial_url,
+        secret_env,
+        component: args.component.clone(),
+        agent: args.agent,
+        warnings,
+    })
+}
+
+/// `a, b,,c` → `["a", "b", "c"]`.
+fn split_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `{"discord":{"botId":"123"}}` → `{discord: 123}`; `None` when malformed.
+fn parse_bot_ids(raw: &str) -> Option<BTreeMap<String, String>> {
+    let Value::Object(map) = serde_json::from_str::<Value>(raw).ok()? else {
+        return None;
+    };
+    let mut out = BTreeMap::new();
+    for (platform, entry) in map {
+        let Value::Object(entry) = entry else {
+            return None;
+        };
+        let bot_id = match entry.get("botId") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => return None,
+        };
+        out.insert(platform.trim().to_string(), bot_id);
+    }
+    Some(out)
+}
+
+fn apply_file(config: &mut AdapterConfig, file: &FileConfig) -> Result<(), ConfigError> {
+    let ms = Duration::from_millis;
+    macro_rules! set {
+        ($field:ident) => {
+            if let Some(v) = file.$field {
+                config.$field = v;
+            }
+        };
+        ($key:ident => $($path:ident).+ , $conv:expr) => {
+            if let Some(v) = file.$key {
+                config.$($path).+ = $conv(v);
+            }
+        };
+    }
+    set!(token_ttl_secs);
+    set!(handshake_timeout_ms => handshake_timeout, ms);
+    set!(outbound_timeout_ms => outbound_timeout, ms);
+    set!(reconnect);
+    set!(reconnect_initial_ms => reconnect_initial, ms);
+    set!(reconnect_max_ms => reconnect_max, ms);
+    if let Some(jitter) = file.reconnect_jitter {
+        if !(0.0..=1.0).contains(&jitter) {
+            return err("--config: reconnect_jitter must be within 0.0..=1.0");
+        }
+        config.reconnect_jitter = Some(jitter);
+    }
+    set!(stable_connection_ms => stable_connection, ms);
+    set!(dormant_redial_ms => dormant_redial, ms);
+    set!(redial_hold_max_ms => redial_hold_max, ms);
+    set!(going_idle_timeout_ms => going_idle_timeout, ms);
+    set!(drain_grace_ms => drain_grace, ms);
+    set!(max_pending);
+    set!(max_undelivered);
+    set!(seen_capacity);
+    set!(route_capacity);
+    set!(max_line_bytes);
+    set!(authorization_is_upstream);
+    if let Some(bytes) = file.memory_bytes {
+        config.limits.memory_bytes = usize::try_from(bytes)
+            .map_err(|_| ConfigError("--config: memory_bytes is too large".into()))?;
+    }
+    set!(call_budget_ms => limits.call_budget, ms);
+    set!(connect_timeout_ms => limits.connect_timeout, ms);
+    set!(ping_interval_ms => limits.ping_interval, ms);
+    set!(ping_timeout_ms => limits.ping_timeout, ms);
+    set!(restart_initial_ms => limits.restart_initial, ms);
+    set!(restart_max_ms => limits.restart_max, ms);
+    set!(restart_reset_after_ms => limits.restart_reset_after, ms);
+    Ok(())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The effective configuration as printed by `config check`: the `--config`
+/// keys with their effective values, plus `identities`, `dial_url`,
+/// `secret_env`, `authenticated`, `component` and `agent`. The secret is
+/// `"<redacted>"` when set, else null.
+pub fn effective_json(settings: &Settings) -> Value {
+    let c = &settings.config;
+    let identities: Vec<Value> = c
+        .identities
+        .iter()
+        .map(|i| json!({"platform": i.platform, "bot_id": i.bot_id}))
+        .collect();
+    json!({
+        "connector": c.connector_url,
+        "dial_url": settings.dial_url,
+        "identities": identities,
+        "gateway_id": c.gateway_id,
+        "secret": c.secret.as_ref().map(|_| "<redacted>"),
+        "secret_env": settings.secret_env,
+        "authenticated": !c.gateway_id.is_empty() && c.secret.is_some(),
+        "component": settings
+            .component
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        "agent": settings.agent.as_str(),
+        "token_ttl_secs": c.token_ttl_secs,
+        "handshake_timeout_ms": millis(c.handshake_timeout),
+        "outbound_timeout_ms": millis(c.outbound_timeout),
+        "reconnect": c.reconnect,
+        "reconnect_initial_ms": millis(c.reconnect_initial),
+        "reconnect_max_ms": millis(c.reconnect_max),
+        "reconnect_jitter": c.reconnect_jitter,
+        "stable_connection_ms": millis(c.stable_connection),
+        "dormant_redial_ms": millis(c.dormant_redial),
+        "redial_hold_max_ms": millis(c.redial_hold_max),
+        "going_idle_timeout_ms": millis(c.going_idle_timeout),
+        "drain_grace_ms": millis(c.drain_grace),
+        "max_pending": c.max_pending,
+        "max_undelivered": c.max_undelivered,
+        "seen_capacity": c.seen_capacity,
+        "route_capacity": c.route_capacity,
+        "max_line_bytes": c.max_line_bytes,
+        "authorization_is_upstream": c.authorization_is_upstream,
+        "memory_bytes": c.limits.memory_bytes,
+        "call_budget_ms": millis(c.limits.call_budget),
+        "connect_timeout_ms": millis(c.limits.connect_timeout),
+        "ping_interval_ms": millis(c.limits.ping_interval),
+        "ping_timeout_ms": millis(c.limits.ping_timeout),
+        "restart_initial_ms": millis(c.limits.restart_initial),
+        "restart_max_ms": millis(c.limits.restart_max),
+        "restart_reset_after_ms": millis(c.limits.restart_reset_after),
+    })
+}
