@@ -9,7 +9,6 @@ mod logging;
 mod output;
 mod run;
 mod settings;
-mod url;
 
 use std::process::ExitCode;
 

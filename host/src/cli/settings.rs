@@ -149,7 +149,7 @@ pub fn resolve(
             "no connector URL: pass --connector URL or set {ENV_URL}"
         ));
     };
-    let dial_url = match super::url::dial_url(&connector) {
+    let dial_url = match relay_core::url::dial_url(&connector) {
         Ok(url) => url,
         Err(why) => return err(format!("invalid connector URL: {why}")),
     };
