@@ -6,8 +6,8 @@
 //! goes out, and a fresh instance starts after a backoff.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -18,7 +18,8 @@ use wasmtime::Store;
 use crate::bindings::{RelayAdapter, wit};
 use crate::config::{AdapterConfig, millis};
 use crate::handle::{
-    AckMsg, AdapterError, AdapterHandle, Answer, Command, Event, EventStream, Query, Reply, Request,
+    AckMsg, AdapterError, AdapterHandle, Answer, Command, Event, EventStream, Health, Query, Reply,
+    Request,
 };
 use crate::plugin::Plugin;
 use crate::socket::{DialPolicy, IoEvent, IoKind, Outgoing, SocketSettings};
@@ -60,8 +61,13 @@ pub(crate) async fn spawn(
         ack_tx,
         io,
         io_tx,
-        events,
+        events: Some(events),
         live: None,
+        down: None,
+        down_flag: Arc::new(OnceLock::new()),
+        restart_log: VecDeque::new(),
+        memory_peak: 0,
+        call_peak_ticks: 0,
         instances: 0,
         next_request: 1,
         queue: VecDeque::new(),
@@ -72,8 +78,9 @@ pub(crate) async fn spawn(
     };
     actor.backoff = actor.config.limits.restart_initial;
     actor.start_instance().instrument(span.clone()).await?;
+    let handle = AdapterHandle::new(command_tx, actor.down_flag.clone());
     tokio::spawn(actor.run().instrument(span));
-    Ok((AdapterHandle::new(command_tx), EventStream::new(event_rx)))
+    Ok((handle, EventStream::new(event_rx)))
 }
 
 /// The WIT config record for `config`.
@@ -142,8 +149,19 @@ struct Actor {
     ack_tx: mpsc::UnboundedSender<AckMsg>,
     io: mpsc::UnboundedReceiver<IoEvent>,
     io_tx: mpsc::UnboundedSender<IoEvent>,
-    events: mpsc::UnboundedSender<Event>,
+    /// `None` once the adapter is down for good: the event stream ends.
+    events: Option<mpsc::UnboundedSender<Event>>,
     live: Option<Live>,
+    /// Why the adapter is down for good (restart budget spent).
+    down: Option<String>,
+    /// Shared with the handles: set together with `down`.
+    down_flag: Arc<OnceLock<String>>,
+    /// When each restart within the current window was scheduled.
+    restart_log: VecDeque<Instant>,
+    /// Highest linear memory of an earlier instance of this adapter.
+    memory_peak: usize,
+    /// Longest export call (epoch ticks ≈ ms) of an earlier instance.
+    call_peak_ticks: u64,
     /// Instances created so far (also the current instance's id).
     instances: u64,
     next_request: u64,
@@ -193,10 +211,13 @@ impl Actor {
 
     /// Creates an instance, checks it and calls `start`.
     async fn start_instance(&mut self) -> Result<(), AdapterError> {
+        let Some(events) = self.events.clone() else {
+            return Err(self.unavailable());
+        };
         self.instances += 1;
         let parts = StoreParts {
             instance: self.instances,
-            events: self.events.clone(),
+            events,
             acks: self.ack_tx.clone(),
             dial_policy: self.dial_policy.clone(),
             sockets: self.sockets,
@@ -210,7 +231,7 @@ impl Actor {
             .hermes_relay_adapter()
             .call_start(&mut store, &self.wit_config)
             .await;
-        store::report_log_flood(store.data());
+        store::report_log_flood(store.data_mut());
         self.live = Some(Live {
             store,
             bindings,
@@ -246,17 +267,114 @@ impl Actor {
             }
             Err(e) => {
                 tracing::error!(error = %e, "relay component restart failed");
-                self.emit_fatal("restart_failed", e.to_string(), true);
-                self.schedule_restart();
+                if self.restart_allowed() {
+                    self.emit_fatal("restart_failed", e.to_string(), true);
+                    self.schedule_restart();
+                } else {
+                    self.go_down(e.to_string());
+                }
             }
+        }
+    }
+
+    /// Why a call cannot reach an instance now.
+    fn unavailable(&self) -> AdapterError {
+        match &self.down {
+            Some(reason) => AdapterError::Down(reason.clone()),
+            None => AdapterError::Restarting,
+        }
+    }
+
+    /// Whether one more restart fits the budget; if so, it is counted.
+    fn restart_allowed(&mut self) -> bool {
+        let limits = &self.config.limits;
+        let now = Instant::now();
+        while self
+            .restart_log
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= limits.restart_window)
+        {
+            self.restart_log.pop_front();
+        }
+        let budget = usize::try_from(limits.restart_budget).unwrap_or(usize::MAX);
+        if self.restart_log.len() >= budget {
+            return false;
+        }
+        self.restart_log.push_back(now);
+        true
+    }
+
+    /// The restart budget is spent: no more instances. Reports it once,
+    /// ends the event stream, and answers every later call with `Down`.
+    fn go_down(&mut self, last_failure: String) {
+        let limits = &self.config.limits;
+        let reason = format!(
+            "restart budget exhausted ({} restarts within {} s); the adapter stays down. Last failure: {last_failure}",
+            limits.restart_budget,
+            limits.restart_window.as_secs_f64(),
+        );
+        tracing::error!(error = %reason, "relay adapter down for good");
+        // Down before the event: whoever reacts to it sees a down handle.
+        let _ = self.down_flag.set(reason.clone());
+        self.down = Some(reason.clone());
+        self.emit_fatal("restart_budget_exhausted", reason, false);
+        self.events = None;
+        self.restart_at = None;
+    }
+
+    /// Linear memory of the live instance (0 without one).
+    fn memory_now(&self) -> usize {
+        self.live
+            .as_ref()
+            .map_or(0, |live| live.store.data().limiter.memory_bytes())
+    }
+
+    /// The host's health figures, with the component's `state` and stats
+    /// JSON when a live instance answered.
+    fn health(
+        &self,
+        state: Option<crate::handle::State>,
+        guest: Option<&serde_json::Value>,
+    ) -> Health {
+        let count = |key: &str| {
+            guest
+                .and_then(|g| g.get(key))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        let now = self.memory_now();
+        let call_ticks = self
+            .live
+            .as_ref()
+            .map_or(0, |live| live.store.data().peak_ticks)
+            .max(self.call_peak_ticks);
+        Health {
+            guest_call_max_ms: call_ticks,
+            state,
+            pending: count("pending"),
+            undelivered: count("undelivered"),
+            guest_memory_bytes: now,
+            guest_memory_peak_bytes: self.memory_peak.max(now),
+            memory_limit_bytes: self.config.limits.memory_bytes,
+            restarts: self.instances.saturating_sub(1),
+            down: self.down.clone(),
         }
     }
 
     async fn on_command(&mut self, command: Command) {
         match command {
             Command::Request(request, reply) => {
+                if self.down.is_some() && matches!(request, Request::Shutdown) {
+                    // Nothing left to drain: the adapter just stops.
+                    let _ = reply.send(Ok(crate::handle::Outcome::Done));
+                    self.stopping = true;
+                    return;
+                }
+                if self.live.is_none() {
+                    let _ = reply.send(Err(self.unavailable()));
+                    return;
+                }
                 let Some(live) = self.live.as_mut() else {
-                    let _ = reply.send(Err(AdapterError::Restarting));
                     return;
                 };
                 let id = self.next_request;
@@ -329,7 +447,7 @@ impl Actor {
             Input::Delivery(delivery, false) => guest.call_reject_delivery(s, delivery).await,
             Input::Request(id, request) => call_request(guest, s, id, request).await,
         };
-        store::report_log_flood(live.store.data());
+        store::report_log_flood(live.store.data_mut());
         match result {
             Ok(()) => self.after_call(),
             Err(trap) => self.on_trap(trap),
@@ -338,9 +456,16 @@ impl Actor {
 
     /// A synchronous export call.
     async fn query(&mut self, query: Query) -> Result<Answer, AdapterError> {
+        if self.live.is_none() {
+            return match query {
+                Query::Health => Ok(Answer::Health(self.health(None, None))),
+                _ => Err(self.unavailable()),
+            };
+        }
         let Some(live) = self.live.as_mut() else {
-            return Err(AdapterError::Restarting);
+            return Err(self.unavailable());
         };
+        let is_stats = matches!(query, Query::Stats);
         store::reset_budget(&mut live.store);
         let guest = live.bindings.hermes_relay_adapter();
         let s = &mut live.store;
@@ -370,6 +495,13 @@ impl Actor {
                 .await
                 .map(Answer::Flag),
             Query::Stats => guest.call_stats(s).await.map(|t| Answer::Text(Some(t))),
+            Query::Health => match guest.call_current_state(&mut *s).await {
+                Ok(state) => guest
+                    .call_stats(s)
+                    .await
+                    .map(|t| Answer::Guest(state.into(), t)),
+                Err(trap) => Err(trap),
+            },
             Query::PrimeRoute {
                 chat_id,
                 platform,
@@ -388,17 +520,50 @@ impl Actor {
                 .await
                 .map(|()| Answer::Unit),
         };
-        store::report_log_flood(live.store.data());
+        store::report_log_flood(live.store.data_mut());
         match result {
             Ok(answer) => {
                 self.after_call();
-                Ok(answer)
+                Ok(self.with_host_gauges(answer, is_stats))
             }
             Err(trap) => {
                 let message = self.trap_message(&trap);
                 self.on_trap(trap);
                 Err(AdapterError::Trap(message))
             }
+        }
+    }
+
+    /// Adds the host's gauges to a stats answer (`is_stats`) or completes a
+    /// health answer; other answers pass through.
+    fn with_host_gauges(&self, answer: Answer, is_stats: bool) -> Answer {
+        match answer {
+            Answer::Text(Some(text)) if is_stats => {
+                let Ok(serde_json::Value::Object(mut stats)) = serde_json::from_str(&text) else {
+                    return Answer::Text(Some(text));
+                };
+                let health = self.health(None, None);
+                stats.insert(
+                    "guest_memory_bytes".into(),
+                    health.guest_memory_bytes.into(),
+                );
+                stats.insert(
+                    "guest_memory_peak_bytes".into(),
+                    health.guest_memory_peak_bytes.into(),
+                );
+                stats.insert(
+                    "memory_limit_bytes".into(),
+                    health.memory_limit_bytes.into(),
+                );
+                stats.insert("guest_call_max_ms".into(), health.guest_call_max_ms.into());
+                stats.insert("restarts".into(), health.restarts.into());
+                Answer::Text(Some(serde_json::Value::Object(stats).to_string()))
+            }
+            Answer::Guest(state, stats) => {
+                let stats = serde_json::from_str::<serde_json::Value>(&stats).ok();
+                Answer::Health(self.health(Some(state), stats.as_ref()))
+            }
+            other => other,
         }
     }
 
@@ -427,8 +592,12 @@ impl Actor {
         }
     }
 
+    /// The Fatal text of a trap: the root cause first (`wasm trap:
+    /// interrupt`, `forcing trap when growing memory to N bytes`, ...), then
+    /// the guest's last stderr lines (a panic message), then the context
+    /// with the wasm backtrace, which the length cap cuts first.
     fn trap_message(&self, trap: &wasmtime::Error) -> String {
-        let mut message = format!("{trap:#}");
+        let mut message = trap.root_cause().to_string();
         if let Some(live) = &self.live {
             let tail = live.store.data().stderr.tail();
             if !tail.is_empty() {
@@ -436,23 +605,38 @@ impl Actor {
                 message.push_str(&tail.join(" | "));
             }
         }
+        let details = format!("{trap:#}");
+        if details != message {
+            message.push_str("; ");
+            message.push_str(&details);
+        }
         truncate(&mut message, TRAP_MESSAGE_MAX_BYTES);
         message
     }
 
-    /// The instance is poisoned: drop it and schedule a new one.
+    /// The instance is poisoned: drop it and schedule a new one, if the
+    /// restart budget allows; else the adapter goes down for good.
     fn on_trap(&mut self, trap: wasmtime::Error) {
         let message = self.trap_message(&trap);
-        tracing::error!(error = %message, "relay component trapped; restarting it");
         self.drop_instance();
-        self.emit_fatal("guest_trap", message, true);
-        self.schedule_restart();
+        if self.restart_allowed() {
+            tracing::error!(error = %message, "relay component trapped; restarting it");
+            self.emit_fatal("guest_trap", message, true);
+            self.schedule_restart();
+        } else {
+            tracing::error!(error = %message, "relay component trapped; restart budget spent");
+            self.go_down(message);
+        }
     }
 
     /// Closes the instance's sockets and drops it; its pending requests
     /// resolve as "relay adapter stopped" (their reply senders drop).
     fn drop_instance(&mut self) {
         if let Some(mut live) = self.live.take() {
+            self.memory_peak = self
+                .memory_peak
+                .max(live.store.data().limiter.memory_bytes());
+            self.call_peak_ticks = self.call_peak_ticks.max(live.store.data().peak_ticks);
             if live.started.elapsed() >= self.config.limits.restart_reset_after {
                 self.backoff = self.config.limits.restart_initial;
             }
@@ -476,7 +660,10 @@ impl Actor {
     }
 
     fn emit_fatal(&self, code: &str, message: String, retryable: bool) {
-        let _ = self.events.send(Event::Fatal {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let _ = events.send(Event::Fatal {
             code: code.to_string(),
             message,
             retryable,

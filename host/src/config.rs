@@ -84,7 +84,7 @@ pub struct AdapterConfig {
     pub reconnect_initial: Duration,
     /// Cap of the reconnect ladder (spec §6.19: 30 s).
     pub reconnect_max: Duration,
-    /// `None` draws uniformly in (0, rung]; `Some(f)` pins the wait to `f * rung`.
+    /// `None` draws uniformly in [rung/2, rung]; `Some(f)` pins the wait to `f * rung`.
     pub reconnect_jitter: Option<f64>,
     /// A connection that dropped sooner counts as a failed attempt (default 10 s).
     pub stable_connection: Duration,
@@ -96,16 +96,27 @@ pub struct AdapterConfig {
     pub going_idle_timeout: Duration,
     /// On shutdown, how long pending requests may still finish (spec §6.17: 1.5 s).
     pub drain_grace: Duration,
-    /// Outbound requests awaiting a result; more fail fast (default 1024).
+    /// Outbound requests awaiting a result (default 1024). One more fails at
+    /// once with "relay pending limit reached"; nothing is queued.
     pub max_pending: u32,
-    /// Deliveries awaiting accept/reject; past it the adapter goes idle (default 256).
+    /// Deliveries awaiting the gateway's accept/reject (default 256). At the
+    /// limit the adapter sends `going_idle` so the connector buffers; live
+    /// messages still arrive, buffered replays past the limit stay unacked
+    /// (the connector keeps them), and once the backlog is at half the limit
+    /// with no request pending the adapter re-dials to drain the replay.
+    /// Requests made during that re-dial are held and written once it opens.
     pub max_undelivered: u32,
-    /// Replay dedupe memory in keys (default 2048).
+    /// Replay dedupe memory in keys (default 512, spec §6.2); the oldest key
+    /// is forgotten first.
     pub seen_capacity: u32,
-    /// Routing cache size in chats (default 4096).
+    /// Routing cache size in chats (default 4096); the least recently used
+    /// chat is forgotten first. Empty after a restart: see
+    /// [`AdapterHandle::prime_route`](crate::AdapterHandle::prime_route).
     pub route_capacity: u32,
-    /// Longest accepted line in bytes (spec §1.3: 1 MiB). The host also caps a
-    /// WebSocket message and frame at this plus one byte (close code 1009).
+    /// Longest accepted line in bytes (spec §1.3: 1 MiB). A longer line
+    /// inside smaller messages is skipped (counted as `line_too_long`); the
+    /// host also caps one WebSocket message and frame at this plus one byte
+    /// and closes a bigger one with code 1009 (the adapter then re-dials).
     pub max_line_bytes: u32,
     /// Stamp events as authorized upstream (true for a real connector).
     pub authorization_is_upstream: bool,
@@ -153,14 +164,41 @@ impl Default for AdapterConfig {
     }
 }
 
-/// Limits the host enforces: sandbox (memory, CPU per call, restarts) and
-/// sockets (connect timeout, keepalive).
+/// Limits the host enforces: sandbox (memory, CPU per call, instance
+/// shape, restarts) and sockets (connect timeout, keepalive). Every limit is
+/// per adapter (one component instance at a time).
 #[derive(Debug, Clone)]
 pub struct HostLimits {
-    /// Linear memory cap of one instance (default 64 MiB). Growing past it traps.
+    /// Linear memory cap of one instance, in bytes (default
+    /// [`DEFAULT_MEMORY_BYTES`], 128 MiB). Growing past it traps (the
+    /// allocation is not allowed to fail quietly), which restarts the
+    /// instance. Sized from a measurement: see [`DEFAULT_MEMORY_BYTES`].
+    /// Current and peak use: `guest_memory_bytes` / `guest_memory_peak_bytes`
+    /// in [`AdapterHandle::stats`](crate::AdapterHandle::stats) and
+    /// [`AdapterHandle::health`](crate::AdapterHandle::health).
     pub memory_bytes: usize,
-    /// Wall-clock budget of one export call (default 100 ms), measured in
-    /// 1 ms epoch ticks. Past it the call traps and the instance is restarted.
+    /// Linear memories one instance may create (default 2; the relay
+    /// component has 1). More fails the instantiation.
+    pub max_memories: usize,
+    /// Tables one instance may create, over all its core instances (default
+    /// 8; the relay component has 2). More fails the instantiation.
+    pub max_tables: usize,
+    /// Elements one table may hold (default 4096; the relay component's
+    /// largest table has 108 and never grows). Creating or growing a table
+    /// past it fails.
+    pub max_table_elements: usize,
+    /// Core wasm instances one component instance may create (default 16;
+    /// the relay component creates 3: its module and the component glue).
+    /// More fails the instantiation.
+    pub max_instances: usize,
+    /// Wall-clock budget of one export call (default 1 s), measured in 1 ms
+    /// epoch ticks. Past it the call traps and the instance is restarted.
+    /// Sized from the same measurement as [`DEFAULT_MEMORY_BYTES`]: an
+    /// ordinary line takes under 10 ms, the most expensive maximal line (1 MiB
+    /// of one-character `media_urls`) 106-172 ms on a loaded 2-core VM, so
+    /// 100 ms would restart the component on hostile-but-valid input. The
+    /// longest call so far: `guest_call_max_ms` in
+    /// [`AdapterHandle::health`](crate::AdapterHandle::health).
     pub call_budget: Duration,
     /// Opening handshake timeout of one dial (spec §1.3: 10 s).
     pub connect_timeout: Duration,
@@ -175,19 +213,54 @@ pub struct HostLimits {
     pub restart_max: Duration,
     /// An instance that ran this long without trapping resets the backoff (default 60 s).
     pub restart_reset_after: Duration,
+    /// Restarts allowed within [`restart_window`](Self::restart_window)
+    /// (default 5), counting every re-instantiation after a trap or a failed
+    /// restart. The trap that would need one more stops the adapter for
+    /// good: a non-retryable [`Event::Fatal`](crate::Event::Fatal) with code
+    /// `restart_budget_exhausted`, the event stream ends, and every later
+    /// call fails with [`AdapterError::Down`](crate::AdapterError::Down).
+    /// 0 means the first trap is final.
+    pub restart_budget: u32,
+    /// The sliding window of [`restart_budget`](Self::restart_budget)
+    /// (default 60 s).
+    pub restart_window: Duration,
 }
+
+/// Default [`HostLimits::memory_bytes`]: 128 MiB.
+///
+/// Sized from a measurement of the real component at default bounds
+/// (`guest_memory_peak_at_default_bounds_fits_the_cap` in
+/// `host/tests/host.rs`, run it with `--nocapture` for the figures):
+///
+/// | step | linear memory |
+/// | --- | --- |
+/// | ready after the handshake | 1.1 MiB |
+/// | routing cache full (4 096 chats) and seen-set full (512 keys) | 3.1 MiB |
+/// | then a maximal line (1 MiB) of plain text | 8.1 MiB |
+/// | then maximal lines of the most expensive shapes (lists of tiny JSON values in `context`, `media`, `media_urls`, a passthrough body, passthrough headers, descriptor ops) | **37.9 MiB** peak (`context` of 350 k empty objects alone: +37 MiB) |
+///
+/// 128 MiB is 3.4x that adversarial peak and 15x the plain-text one. Linear
+/// memory never shrinks: after one such line the instance keeps it (only
+/// touched pages count towards the process RSS).
+pub const DEFAULT_MEMORY_BYTES: usize = 128 << 20;
 
 impl Default for HostLimits {
     fn default() -> Self {
         Self {
-            memory_bytes: 64 << 20,
-            call_budget: Duration::from_millis(100),
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            max_memories: 2,
+            max_tables: 8,
+            max_table_elements: 4096,
+            max_instances: 16,
+            call_budget: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(60),
             restart_initial: Duration::from_millis(100),
             restart_max: Duration::from_secs(30),
             restart_reset_after: Duration::from_secs(60),
+            restart_budget: 5,
+            restart_window: Duration::from_secs(60),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! fatal errors. Plain Rust types; the bindgen types stay inside the crate.
 
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use serde_json::{Map, Value, json};
@@ -33,6 +34,41 @@ pub enum AdapterError {
     /// The component answered with something unexpected.
     #[error("relay component misbehaved: {0}")]
     Guest(String),
+    /// The adapter is down for good: its restart budget
+    /// ([`HostLimits::restart_budget`](crate::HostLimits::restart_budget))
+    /// is spent. The text says why (the last trap included).
+    #[error("relay adapter down: {0}")]
+    Down(String),
+}
+
+/// A health snapshot of one adapter ([`AdapterHandle::health`]); answered by
+/// the host even while the component is restarting or down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// The component's connection state; `None` while no instance is live
+    /// (restarting, or down).
+    pub state: Option<State>,
+    /// Outbound requests awaiting a result (0 without a live instance).
+    pub pending: u64,
+    /// Deliveries awaiting the gateway's accept/reject (0 without a live
+    /// instance).
+    pub undelivered: u64,
+    /// Linear memory the live instance holds, in bytes (0 without one).
+    /// Linear memory never shrinks, so this is also the instance's peak.
+    pub guest_memory_bytes: usize,
+    /// The highest `guest_memory_bytes` of any instance of this adapter.
+    pub guest_memory_peak_bytes: usize,
+    /// The cap ([`HostLimits::memory_bytes`](crate::HostLimits::memory_bytes)).
+    pub memory_limit_bytes: usize,
+    /// The longest export call of any instance of this adapter, in
+    /// milliseconds (1 ms epoch ticks, rounded down); compare with
+    /// [`HostLimits::call_budget`](crate::HostLimits::call_budget).
+    pub guest_call_max_ms: u64,
+    /// Re-instantiations since the adapter was spawned.
+    pub restarts: u64,
+    /// Why the adapter is down for good (restart budget spent); `None` while
+    /// it runs.
+    pub down: Option<String>,
 }
 
 /// Connection state as a gateway sees it.
@@ -156,7 +192,9 @@ pub enum Event {
         detail: String,
     },
     /// A fatal condition: from the component (e.g. `relay_disabled`) or from
-    /// the host (`guest_trap`, `restart_failed`, `start_failed`).
+    /// the host: `guest_trap` and `restart_failed` (retryable: a new instance
+    /// follows), `start_failed` and `restart_budget_exhausted` (not
+    /// retryable: the adapter stays down and the event stream ends).
     Fatal {
         /// Stable code.
         code: String,
@@ -362,6 +400,7 @@ pub(crate) enum Query {
     SupportsOp(Option<String>, String),
     FrontsPlatform(String),
     Stats,
+    Health,
     PrimeRoute {
         chat_id: String,
         platform: String,
@@ -379,6 +418,10 @@ pub(crate) enum Answer {
     Number(u32),
     Flag(bool),
     Unit,
+    Health(Health),
+    /// The component's half of a health answer (state, stats JSON); the
+    /// actor completes it into [`Answer::Health`].
+    Guest(State, String),
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, AdapterError>>;
@@ -412,6 +455,8 @@ impl Adapter {
 #[derive(Debug, Clone)]
 pub struct AdapterHandle {
     commands: mpsc::UnboundedSender<Command>,
+    /// Set by the adapter when its restart budget is spent.
+    down: Arc<OnceLock<String>>,
 }
 
 /// What a request turned into, before mapping to the public result type.
@@ -445,13 +490,17 @@ fn metadata_json(metadata: Map<String, Value>) -> String {
 }
 
 impl AdapterHandle {
-    pub(crate) fn new(commands: mpsc::UnboundedSender<Command>) -> Self {
-        Self { commands }
+    pub(crate) fn new(
+        commands: mpsc::UnboundedSender<Command>,
+        down: Arc<OnceLock<String>>,
+    ) -> Self {
+        Self { commands, down }
     }
 
-    /// Whether the adapter is still running.
+    /// Whether the adapter is still running: not stopped, and not down for
+    /// good after spending its restart budget.
     pub fn is_running(&self) -> bool {
-        !self.commands.is_closed()
+        !self.commands.is_closed() && self.down.get().is_none()
     }
 
     async fn request(&self, request: Request) -> RequestResult {
@@ -604,7 +653,8 @@ impl AdapterHandle {
     }
 
     /// Go idle, drain and close; the adapter stops for good. Resolves once the
-    /// component finished (immediately if it already stopped).
+    /// component finished (immediately if it already stopped, or is down
+    /// after spending its restart budget: then the adapter task just ends).
     pub async fn shutdown(&self) -> Result<(), AdapterError> {
         match self.done(Request::Shutdown).await {
             Err(AdapterError::Stopped) => Ok(()),
@@ -703,7 +753,21 @@ impl AdapterHandle {
         self.flag(Query::FrontsPlatform(platform.to_string())).await
     }
 
-    /// Counters and gauges as a JSON object (for health and metrics).
+    /// Health snapshot: state, backlog, guest memory, restarts, and whether
+    /// the adapter is down for good. Answered by the host, so it also works
+    /// while the component is restarting or down.
+    pub async fn health(&self) -> Result<Health, AdapterError> {
+        match self.query(Query::Health).await? {
+            Answer::Health(health) => Ok(health),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Counters and gauges as a JSON object (for health and metrics): the
+    /// component's own (`pending`, `undelivered`, `routes`, `seen`, frame
+    /// counters, ...) plus the host's `guest_memory_bytes`,
+    /// `guest_memory_peak_bytes`, `memory_limit_bytes`, `guest_call_max_ms`
+    /// and `restarts` (see [`Health`]).
     pub async fn stats(&self) -> Result<Value, AdapterError> {
         match self.query(Query::Stats).await? {
             Answer::Text(Some(text)) => serde_json::from_str(&text)

@@ -10,9 +10,13 @@
 //! Sandbox: no filesystem, environment, arguments or sockets for the
 //! component; stdout/stderr go to `tracing`; linear memory is capped
 //! ([`HostLimits::memory_bytes`]); every export call has a CPU budget
-//! ([`HostLimits::call_budget`]). A trap poisons the instance: the host closes
-//! its socket, fails its pending requests, emits [`Event::Fatal`] with code
-//! `guest_trap`, and re-instantiates it after a backoff.
+//! ([`HostLimits::call_budget`]); instance, table and memory counts are
+//! bounded. A trap poisons the instance: the host closes its socket, fails
+//! its pending requests, emits [`Event::Fatal`] with code `guest_trap`, and
+//! re-instantiates it after a backoff, at most
+//! [`HostLimits::restart_budget`] times per [`HostLimits::restart_window`];
+//! past that the adapter stays down (`restart_budget_exhausted`). Other
+//! adapters in the process are not affected.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,9 +45,9 @@ mod plugin;
 mod socket;
 mod store;
 
-pub use config::{AdapterConfig, HostLimits, Identity, Secret};
+pub use config::{AdapterConfig, DEFAULT_MEMORY_BYTES, HostLimits, Identity, Secret};
 pub use handle::{
-    Adapter, AdapterError, AdapterHandle, ChatInfo, DeliveryAck, Event, EventStream, MessageEvent,
-    SendResult, State,
+    Adapter, AdapterError, AdapterHandle, ChatInfo, DeliveryAck, Event, EventStream, Health,
+    MessageEvent, SendResult, State,
 };
 pub use plugin::{HOST_API_VERSION, Plugin, PluginError};

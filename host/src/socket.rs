@@ -207,6 +207,7 @@ async fn run_connection(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));
+    ensure_tls_provider();
     let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
     let ws = match tokio::time::timeout(settings.connect_timeout, connect).await {
         Ok(Ok((ws, _response))) => ws,
@@ -368,4 +369,14 @@ fn build_request(
         request.headers_mut().insert(header, value);
     }
     Ok(request)
+}
+
+/// Makes ring the process-wide rustls provider unless the embedding gateway
+/// already chose one; rustls cannot pick on its own when a build enables
+/// more than one provider.
+fn ensure_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }

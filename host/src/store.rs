@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -84,11 +84,14 @@ pub(crate) enum Action {
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    /// Memory, table and instance limits, plus the memory gauge.
+    pub limiter: GuestLimiter,
     /// Epoch ticks (≈ ms) spent in the current export call.
     ticks: u64,
     /// Ticks allowed per export call.
     max_ticks: u64,
+    /// The most ticks one export call of this instance has used.
+    pub peak_ticks: u64,
     /// Distinguishes instances of one adapter (after restarts).
     pub instance: u64,
     /// Where the guest's monotonic clock reads 0.
@@ -152,6 +155,11 @@ pub(crate) fn new_store(
     let stdout = GuestLog::new(parts.label.clone(), "stdout", log_budget.clone());
     let stderr = GuestLog::new(parts.label.clone(), "stderr", log_budget.clone());
     let clock_origin = Instant::now();
+    // Capabilities: stdio (to the host's logs), clocks and random only. The
+    // builder starts with no preopened directories, no environment and no
+    // arguments, and nothing here adds any; WASI sockets and name lookup are
+    // switched off (the component's only network is the `dial` import,
+    // which the dial policy restricts to the configured connector).
     let wasi = WasiCtxBuilder::new()
         .stdout(stdout)
         .stderr(stderr.clone())
@@ -162,19 +170,26 @@ pub(crate) fn new_store(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .build();
-    let limits = StoreLimitsBuilder::new()
-        .memory_size(config.limits.memory_bytes)
-        .trap_on_grow_failure(true)
-        .build();
+    let limiter = GuestLimiter::new(
+        StoreLimitsBuilder::new()
+            .memory_size(config.limits.memory_bytes)
+            .table_elements(config.limits.max_table_elements)
+            .instances(config.limits.max_instances)
+            .tables(config.limits.max_tables)
+            .memories(config.limits.max_memories)
+            .trap_on_grow_failure(true)
+            .build(),
+    );
     let max_ticks = u64::try_from(config.limits.call_budget.as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
     let state = HostState {
         wasi,
         table: ResourceTable::new(),
-        limits,
+        limiter,
         ticks: 0,
         max_ticks,
+        peak_ticks: 0,
         instance: parts.instance,
         clock_origin,
         conns: HashMap::new(),
@@ -192,7 +207,7 @@ pub(crate) fn new_store(
         label: parts.label,
     };
     let mut store = Store::new(engine, state);
-    store.limiter(|s| &mut s.limits);
+    store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut cx| {
         let s = cx.data_mut();
@@ -208,16 +223,92 @@ pub(crate) fn new_store(
     store
 }
 
-/// Resets the CPU budget and the log allowance; call before every export call.
-pub(crate) fn reset_budget(store: &mut Store<HostState>) {
-    store.data_mut().ticks = 0;
-    store.set_epoch_deadline(1);
-    report_log_flood(store.data());
+/// The store's [`ResourceLimiter`]: wasmtime's [`StoreLimits`] (memory cap,
+/// table elements, instance/table/memory counts, trap on a refused growth)
+/// plus a gauge of the linear memory the instance holds. Linear memory never
+/// shrinks, so the gauge only moves up: its value is also the instance's peak.
+pub(crate) struct GuestLimiter {
+    limits: StoreLimits,
+    /// Bytes of linear memory allowed so far, over all memories.
+    memory_bytes: usize,
+    /// The last allowed growth, taken back if the growth then fails.
+    last_growth: usize,
 }
 
-/// Reports (once) the guest log lines the last export call had suppressed,
-/// and starts a fresh allowance; call right after every export call.
-pub(crate) fn report_log_flood(state: &HostState) {
+impl GuestLimiter {
+    fn new(limits: StoreLimits) -> Self {
+        Self {
+            limits,
+            memory_bytes: 0,
+            last_growth: 0,
+        }
+    }
+
+    /// Linear memory the instance holds (creation plus every allowed growth).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.last_growth = desired.saturating_sub(current);
+            self.memory_bytes = self.memory_bytes.saturating_add(self.last_growth);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_bytes = self.memory_bytes.saturating_sub(self.last_growth);
+        self.last_growth = 0;
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// Resets the CPU budget and the log allowance; call before every export call.
+pub(crate) fn reset_budget(store: &mut Store<HostState>) {
+    report_log_flood(store.data_mut());
+    store.data_mut().ticks = 0;
+    store.set_epoch_deadline(1);
+}
+
+/// Records the last export call's CPU use, reports (once) the guest log
+/// lines it had suppressed, and starts a fresh allowance; call right after
+/// every export call.
+pub(crate) fn report_log_flood(state: &mut HostState) {
+    state.peak_ticks = state.peak_ticks.max(state.ticks);
     let suppressed = state.log_budget.reset();
     if suppressed > 0 {
         tracing::warn!(

@@ -639,8 +639,23 @@ async fn queries_and_commands_resolve_through_the_component() {
     let descriptor: Value =
         serde_json::from_str(&handle.descriptor(None).await.unwrap().unwrap()).unwrap();
     assert_eq!(descriptor["platform"], "discord");
+    assert!(descriptor.get("restarts").is_none(), "{descriptor}");
     let stats = handle.stats().await.unwrap();
     assert_eq!(stats["dials"], 1, "{stats}");
+    // The host's gauges ride along with the component's counters.
+    assert_eq!(stats["restarts"], 0, "{stats}");
+    assert!(stats["guest_memory_bytes"].as_u64() > Some(0), "{stats}");
+    let health = handle.health().await.unwrap();
+    assert_eq!(health.state, Some(State::Ready));
+    assert_eq!(
+        (health.pending, health.undelivered, health.restarts),
+        (0, 0, 0)
+    );
+    assert_eq!(health.memory_limit_bytes, relay_host::DEFAULT_MEMORY_BYTES);
+    assert!(
+        health.guest_memory_bytes > 0 && health.down.is_none(),
+        "{health:?}"
+    );
 
     // A primed route is re-attached to later sends in that chat.
     handle
@@ -900,6 +915,36 @@ async fn a_refused_upgrade_reports_the_http_status() {
     assert_eq!(conns.len(), 1);
     assert_eq!(conns[0].state, ConnState::Refused { status: 503 });
     assert!(!conns[0].handshaken);
+}
+
+#[tokio::test]
+async fn a_wss_connector_is_dialed_over_tls() {
+    let logs = capture_logs();
+    // A plain TCP server that answers the TLS ClientHello with HTTP garbage:
+    // the dial must fail in the TLS handshake (proving TLS is compiled in and
+    // a crypto provider is installed), not with "TLS support not compiled in".
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let mut config = AdapterConfig::new(format!("https://127.0.0.1:{port}"));
+    config.reconnect = false;
+    let (_handle, mut events) = spawn(config).await;
+    let detail = state_detail(&mut events, State::Stopped).await;
+    assert!(detail.contains("dial failed"), "{detail}");
+    logs.wait_for("relay dial failed (code 0)").await;
+    let text = logs.text();
+    assert!(!text.contains("not compiled in"), "TLS missing: {text}");
+    assert!(
+        text.to_lowercase().contains("tls")
+            || text.contains("InvalidContentType")
+            || text.contains("corrupt"),
+        "{text}"
+    );
 }
 
 // ------------------------------------------- real component: auth
@@ -1197,4 +1242,474 @@ async fn test_guest_dial_target_outside_the_connector_is_refused() {
         .unwrap();
     logs.wait_for("test dial 4 opened").await;
     assert_eq!(stub.connections().len(), 2);
+}
+
+// ------------------------------------------- real component: memory
+
+/// The longest line `make(n)` builds within `max` bytes (newline excluded):
+/// `make`'s length must grow with `n`.
+fn longest_line(max: usize, make: impl Fn(usize) -> String) -> String {
+    let (mut lo, mut hi) = (0usize, max);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if make(mid).len() <= max {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let line = make(lo);
+    assert!(line.len() <= max && line.len() + 16 > max, "{}", line.len());
+    line
+}
+
+/// An inbound event in its own chat `n`, with realistic (snowflake-sized) ids.
+fn chat_event(n: usize) -> Value {
+    let mut event = events::discord_text(&format!("message {n}"));
+    let id = format!("{:019}", 1_100_000_000_000_000_000u64 + n as u64);
+    event["message_id"] = json!(id);
+    let source = &mut event["source"];
+    source["chat_id"] = json!(format!("{:019}", 1_200_000_000_000_000_000u64 + n as u64));
+    source["scope_id"] = json!(format!("{:019}", 1_300_000_000_000_000_000u64 + n as u64));
+    source["user_id"] = json!(format!("{:019}", 1_400_000_000_000_000_000u64 + n as u64));
+    source["message_id"] = json!(id);
+    event
+}
+
+async fn guest_memory(handle: &AdapterHandle) -> usize {
+    handle.health().await.expect("health").guest_memory_bytes
+}
+
+/// Measures the real component's linear memory at default bounds, the
+/// figure [`relay_host::DEFAULT_MEMORY_BYTES`] is sized from: routing cache
+/// and seen-set full, then one maximal line (1 MiB) of each expensive shape.
+/// Run with `--nocapture` to see the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_memory_peak_at_default_bounds_fits_the_cap() {
+    let stub = stub().await;
+    let config = config(&stub);
+    let defaults = AdapterConfig::default();
+    assert_eq!(config.route_capacity, defaults.route_capacity);
+    assert_eq!(config.seen_capacity, defaults.seen_capacity);
+    assert_eq!(config.max_line_bytes, 1 << 20);
+    assert_eq!(config.limits.memory_bytes, relay_host::DEFAULT_MEMORY_BYTES);
+    let (route_capacity, seen_capacity) = (config.route_capacity, config.seen_capacity);
+    let max_line = config.max_line_bytes as usize;
+    let (handle, mut events) = spawn(config).await;
+    handshake(&stub, &mut events, 1).await;
+    let started = guest_memory(&handle).await;
+
+    // Fill the routing cache and the seen-set: one accepted message per chat,
+    // in batches below `max_undelivered` (256) so the adapter never sheds load.
+    let chats = route_capacity as usize + 128;
+    for batch in (0..chats).collect::<Vec<_>>().chunks(128) {
+        for &n in batch {
+            stub.push_inbound(chat_event(n)).await.unwrap();
+        }
+        for _ in batch {
+            message(&mut events).await.accept();
+        }
+    }
+    let stats = stats_until(&handle, "the caches to fill", |s| {
+        s["routes"] == route_capacity && s["seen"] == seen_capacity && s["undelivered"] == 0
+    })
+    .await;
+    assert_eq!(stats["deliveries"], chats, "{stats}");
+    let caches_full = guest_memory(&handle).await;
+
+    // Maximal lines (1 MiB), one of each expensive shape found by probing
+    // every field the component parses into a JSON tree or a list; a small
+    // message after each proves it was handled.
+    let mut after = Vec::new();
+    for (shape, line) in maximal_lines(max_line) {
+        let t0 = std::time::Instant::now();
+        stub.send_text(format!("{line}\n")).await.unwrap();
+        stub.push_inbound(events::discord_text("sync"))
+            .await
+            .unwrap();
+        next_event(&mut events, "the sync message", |e| match e {
+            Event::Message(m) => {
+                let sync = m.text == "sync";
+                m.accept();
+                sync.then_some(())
+            }
+            Event::Fatal { message, .. } => panic!("{shape}: {message}"),
+            _ => None,
+        })
+        .await;
+        let now = guest_memory(&handle).await;
+        let calls = handle.health().await.unwrap().guest_call_max_ms;
+        println!(
+            "guest memory after a maximal line ({shape}): {now} bytes, {:?} max call {calls} ms",
+            t0.elapsed()
+        );
+        after.push((shape, now));
+    }
+    let health = handle.health().await.unwrap();
+    assert_eq!(health.state, Some(State::Ready));
+    assert_eq!(health.restarts, 0);
+    let peak = health.guest_memory_peak_bytes;
+    println!(
+        "guest memory: {started} bytes ready, {caches_full} with {route_capacity} routes and \
+         {seen_capacity} seen keys, peak {peak} bytes; cap {} bytes",
+        health.memory_limit_bytes
+    );
+    assert!(after.iter().all(|(_, m)| *m <= peak));
+    // The default cap keeps at least 2x headroom over the measured peak.
+    assert!(
+        peak.saturating_mul(2) <= health.memory_limit_bytes,
+        "peak {peak} vs cap {}",
+        health.memory_limit_bytes
+    );
+    let stats = handle.stats().await.unwrap();
+    assert_eq!(stats["guest_memory_peak_bytes"], peak, "{stats}");
+    assert_eq!(stats["restarts"], 0, "{stats}");
+}
+
+/// The most expensive 1 MiB lines for the component's memory, by shape:
+/// plain text, and lists of tiny JSON values in the fields it parses into
+/// trees or lists (measured per shape on fresh adapters: `context` of empty
+/// objects is the worst, about 37 MiB for one line).
+fn maximal_lines(max: usize) -> Vec<(&'static str, String)> {
+    let zeros = |n: usize| format!("[{}0]", "0,".repeat(n));
+    let strings = |n: usize| format!("[{}\"x\"]", "\"x\",".repeat(n));
+    let objects = |n: usize| format!("[{}{{}}]", "{},".repeat(n));
+    let inbound_with = |field: &str, list: &dyn Fn(usize) -> String| {
+        longest_line(max, |n| {
+            format!(
+                r#"{{"type":"inbound","event":{{"text":"t","message_id":"big-{field}","source":{{"platform":"discord","chat_id":"big","chat_type":"group"}},"{field}":{}}}}}"#,
+                list(n)
+            )
+        })
+    };
+    vec![
+        (
+            "plain text",
+            longest_line(max, |n| {
+                inbound_frame(json!({"text": "x".repeat(n), "message_id": "big-text",
+                    "source": {"platform": "discord", "chat_id": "big", "chat_type": "group"}}))
+                .to_string()
+            }),
+        ),
+        (
+            "context of empty objects",
+            inbound_with("context", &objects),
+        ),
+        ("media of empty objects", inbound_with("media", &objects)),
+        (
+            "media_urls of short strings",
+            inbound_with("media_urls", &strings),
+        ),
+        (
+            "passthrough body of zeros",
+            longest_line(max, |n| {
+                inbound_passthrough(&format!(
+                    r#"{{"type":2,"id":"big-pt","channel_id":"big","guild_id":"g1","data":{{"name":"big"}},"member":{{"user":{{"id":"u1","username":"ben"}}}},"pad":{}}}"#,
+                    zeros(n)
+                ))
+            }),
+        ),
+        (
+            "passthrough headers of empty objects",
+            longest_line(max, |n| {
+                format!(
+                    r#"{{"type":"passthrough_forward","forward":{{"platform":"discord","botId":"B1","method":"POST","path":"/x","headers":{},"bodyB64":""}}}}"#,
+                    objects(n)
+                )
+            }),
+        ),
+        (
+            "descriptor ops of zeros",
+            longest_line(max, |n| {
+                format!(
+                    r#"{{"type":"descriptor","descriptor":{{"contract_version":1,"platform":"discord","label":"Big","max_message_length":2000,"supports_draft_streaming":false,"supports_edit":true,"supports_threads":true,"markdown_dialect":"discord","len_unit":"chars","supported_ops":{}}}}}"#,
+                    zeros(n)
+                )
+            }),
+        ),
+    ]
+}
+
+/// A `passthrough_forward` line carrying `body` (standard base64).
+fn inbound_passthrough(body: &str) -> String {
+    Deliverable::Passthrough(relay_stub::Passthrough::new("discord", "B1").body(body))
+        .to_frame(None)
+        .to_string()
+}
+
+/// Polls the adapter's stats until `cond` holds or [`WAIT`] passes.
+async fn stats_until(handle: &AdapterHandle, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats = handle.stats().await.expect("stats");
+        if cond(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+// ------------------------------------------- restarts and isolation
+
+/// Waits until the event stream ends.
+async fn stream_ends(events: &mut EventStream) {
+    let end = async { while events.next().await.is_some() {} };
+    tokio::time::timeout(WAIT, end)
+        .await
+        .expect("the event stream ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_guest_restart_budget_stops_restarts_and_the_adapter_stays_down() {
+    let stub = stub().await;
+    let mut config = config(&stub);
+    config.limits.restart_budget = 2;
+    config.limits.restart_window = Duration::from_secs(60);
+    let (handle, mut events) = spawn_on(test_plugin(), config).await;
+
+    // Two traps fit the budget: each one restarts the component.
+    for n in 1..=2 {
+        handshake(&stub, &mut events, n).await;
+        stub.send_frame(&json!({"type": "__test_panic"}))
+            .await
+            .unwrap();
+        let (code, _, retryable) = fatal(&mut events).await;
+        assert_eq!((code.as_str(), retryable), ("guest_trap", true));
+    }
+    handshake(&stub, &mut events, 3).await;
+    assert_eq!(handle.health().await.unwrap().restarts, 2);
+
+    // The third does not: one non-retryable Fatal, then the stream ends.
+    stub.send_frame(&json!({"type": "__test_panic"}))
+        .await
+        .unwrap();
+    let (code, message, retryable) = fatal(&mut events).await;
+    assert_eq!(code, "restart_budget_exhausted");
+    assert!(!retryable);
+    assert!(message.contains("2 restarts within 60 s"), "{message}");
+    assert!(message.contains("test guest panic requested"), "{message}");
+    stream_ends(&mut events).await;
+
+    // Every call fails at once with a clear, non-ambiguous error.
+    let result = send(&handle, "chan1", "after the budget").await;
+    assert!(!result.success && !result.ambiguous, "{result:?}");
+    let error = result.error.unwrap();
+    assert!(
+        error.starts_with("relay adapter down: restart budget exhausted"),
+        "{error}"
+    );
+    match handle.state().await {
+        Err(AdapterError::Down(reason)) => {
+            assert!(reason.contains("restart budget exhausted"), "{reason}")
+        }
+        other => panic!("expected Down, got {other:?}"),
+    }
+    assert!(matches!(
+        handle.get_chat_info("chan1").await,
+        Err(AdapterError::Down(_))
+    ));
+    let health = handle.health().await.unwrap();
+    assert_eq!(health.state, None);
+    assert_eq!(health.restarts, 2);
+    assert!(health.down.is_some_and(|d| d.contains("restart budget")));
+    assert!(!handle.is_running());
+    // Nothing is dialed any more.
+    let more = stub
+        .wait_for_connections(4, Duration::from_millis(300))
+        .await;
+    assert!(
+        more.is_err(),
+        "no dial after the budget: {:?}",
+        stub.connections()
+    );
+    // Shutting a down adapter down resolves and ends its task.
+    handle.shutdown().await.unwrap();
+    let late = send(&handle, "chan1", "after the shutdown").await;
+    assert_eq!(late.error.as_deref(), Some("relay adapter stopped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_guest_a_trapping_adapter_does_not_disturb_another_one() {
+    let bad_stub = stub().await;
+    let good_stub = stub().await;
+    let mut bad_config = config(&bad_stub);
+    bad_config.limits.restart_budget = 3;
+    bad_config.limits.call_budget = Duration::from_millis(200);
+    bad_config.limits.memory_bytes = 16 << 20;
+    let (bad, mut bad_events) = spawn_on(test_plugin(), bad_config).await;
+    // The healthy adapter runs the real component on the same engine thread
+    // pool and in the same process.
+    let (good, mut good_events) = spawn(config(&good_stub)).await;
+    handshake(&good_stub, &mut good_events, 1).await;
+
+    let faults = ["__test_panic", "__test_spin", "__test_grow", "__test_panic"];
+    for (round, fault) in faults.iter().enumerate() {
+        handshake(&bad_stub, &mut bad_events, round + 1).await;
+        bad_stub.send_frame(&json!({"type": fault})).await.unwrap();
+        // While the other one traps (or spins for its whole budget), this
+        // one delivers and sends.
+        let text = format!("still here {round}");
+        good_stub
+            .push_inbound(events::discord_text(&text))
+            .await
+            .unwrap();
+        let m = message(&mut good_events).await;
+        assert_eq!(m.text, text);
+        m.accept();
+        let result = send(&good, "chan1", &format!("reply {round}")).await;
+        assert!(result.success, "{result:?}");
+        let (code, message, _) = fatal(&mut bad_events).await;
+        let want = if round < 3 {
+            "guest_trap"
+        } else {
+            "restart_budget_exhausted"
+        };
+        assert_eq!(code, want, "{fault}: {message}");
+    }
+    assert!(!bad.is_running());
+    let health = good.health().await.unwrap();
+    assert_eq!(health.state, Some(State::Ready));
+    assert_eq!(health.restarts, 0);
+    assert_eq!(good_stub.connections().len(), 1, "never reconnected");
+    assert!(send(&good, "chan1", "after it went down").await.success);
+}
+
+#[tokio::test]
+async fn a_fresh_instance_has_no_routes_until_prime_route_restores_reattachment() {
+    // A restarted component starts with an empty routing cache, like this
+    // fresh one; `prime_route` is how a gateway restores re-attachment.
+    let stub = stub().await;
+    let (handle, mut events) = spawn(config(&stub)).await;
+    handshake(&stub, &mut events, 1).await;
+    assert_eq!(handle.stats().await.unwrap()["routes"], 0);
+
+    assert!(send(&handle, "chan7", "unrouted").await.success);
+    let frame = stub
+        .wait_for_frame(|f| f.op() == Some("send"), WAIT)
+        .await
+        .unwrap();
+    let metadata = &frame.json.unwrap()["action"]["metadata"];
+    assert_eq!(metadata, &json!({}), "nothing to re-attach yet");
+
+    handle
+        .prime_route(
+            "chan7",
+            "discord",
+            Some("guild7".into()),
+            Some("user7".into()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(handle.stats().await.unwrap()["routes"], 1);
+    assert!(send(&handle, "chan7", "primed").await.success);
+    let frames = stub
+        .wait_for_frames(2, |f| f.op() == Some("send"), WAIT)
+        .await
+        .unwrap();
+    let primed = frames[1].json.as_ref().unwrap();
+    assert_eq!(
+        primed["action"]["metadata"],
+        json!({"scope_id": "guild7", "user_id": "user7"}),
+        "{primed}"
+    );
+    assert_eq!(primed["platform"], "discord", "{primed}");
+}
+
+// ------------------------------------------- capabilities: the secret
+
+/// Every `tracing` record at TRACE and above, for one current-thread test.
+fn capture_trace_logs() -> TestLogs {
+    global_logs();
+    let buf = LogBuf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    TestLogs { buf, _guard: guard }
+}
+
+#[tokio::test]
+async fn the_secret_appears_nowhere_in_a_full_scenario() {
+    const SECRET: &str = "Zq8-distinctive-relay-secret-4f1c";
+    let logs = capture_trace_logs();
+    let stub = stub_with(StubConfig::default().with_secret(SECRET)).await;
+    let mut config = config(&stub);
+    config.gateway_id = "gw-secret".into();
+    config.secret = Some(Secret::new(SECRET));
+    // Everything that can be printed, collected here and searched at the end.
+    let mut seen: Vec<String> = vec![format!("{config:?}"), format!("{:?}", config.limits)];
+    let (handle, mut events) = spawn(config).await;
+    seen.push(format!("{handle:?} {events:?} {:?}", plugin()));
+
+    // Every event, as the gateway would Debug-print it.
+    let debug_events = |events: &mut EventStream, seen: &mut Vec<String>| {
+        while let Some(event) = events.try_next() {
+            seen.push(format!("{event:?}"));
+        }
+    };
+    handshake(&stub, &mut events, 1).await;
+    debug_events(&mut events, &mut seen);
+
+    // Inbound, accepted, and a reply.
+    stub.push_inbound(events::discord_text("hello"))
+        .await
+        .unwrap();
+    let m = message(&mut events).await;
+    seen.push(format!("{m:?}"));
+    m.accept();
+    let sent = send(&handle, "chan1", "reply").await;
+    assert!(sent.success, "{sent:?}");
+    seen.push(format!("{sent:?}"));
+    stub.queue_outbound_reply(Some("send"), OutboundReply::EgressDeclined);
+    seen.push(format!("{:?}", send(&handle, "chan1", "declined").await));
+    seen.push(format!("{:?}", handle.stats().await));
+    seen.push(format!("{:?}", handle.health().await));
+
+    // 4401 after the handshake: one immediate re-dial with a fresh token,
+    // which the stub accepts (the secret is still valid).
+    stub.close(4401, "unauthorized").await.unwrap();
+    handshake(&stub, &mut events, 2).await;
+    debug_events(&mut events, &mut seen);
+    let conns = stub.connections();
+    assert_eq!(conns.len(), 2);
+    assert!(
+        conns
+            .iter()
+            .all(|c| c.gateway_id.as_deref() == Some("gw-secret"))
+    );
+
+    // Shutdown, then a call on the stopped adapter.
+    handle.shutdown().await.unwrap();
+    stream_ends(&mut events).await;
+    seen.push(format!("{:?}", send(&handle, "chan1", "late").await));
+    seen.push(format!("{:?}", handle.state().await));
+    seen.push(format!("{:?}", handle.shutdown().await));
+
+    // The wire: every frame the stub recorded, every connection record
+    // (headers included: the bearer token is derived from the secret, it is
+    // not the secret).
+    for frame in stub.frames() {
+        seen.push(frame.raw.clone());
+    }
+    seen.push(format!("{:?}", stub.state()));
+    let logs = logs.text();
+    // The capture really holds the scenario: debug lines, the fresh-token
+    // re-dial, and the bearer headers.
+    assert!(logs.contains("DEBUG"), "captured: {logs}");
+    assert!(logs.contains("re-dial with a fresh token"), "{logs}");
+    assert!(seen.iter().any(|s| s.contains("Bearer ")));
+    for (i, text) in seen.iter().chain(std::iter::once(&logs)).enumerate() {
+        assert!(
+            !text.contains(SECRET),
+            "the secret leaked in item {i}: {text}"
+        );
+    }
 }

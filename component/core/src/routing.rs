@@ -115,8 +115,15 @@ impl Default for RoutingCache {
     }
 }
 
+/// Longest chat id or routed value the cache keeps; no real platform id
+/// comes close, and the bound keeps a hostile connector from filling memory
+/// with 4,096 huge entries.
+pub const MAX_ROUTE_VALUE_BYTES: usize = 512;
+
+/// A non-empty value short enough to cache.
 fn truthy(s: &Option<String>) -> Option<&String> {
-    s.as_ref().filter(|s| !s.is_empty())
+    s.as_ref()
+        .filter(|s| !s.is_empty() && s.len() <= MAX_ROUTE_VALUE_BYTES)
 }
 
 impl RoutingCache {
@@ -151,13 +158,16 @@ impl RoutingCache {
     /// chat id teach nothing.
     pub fn capture(&mut self, event: &MessageEvent) {
         let src = &event.source;
-        if src.chat_id.is_empty() {
+        if src.chat_id.is_empty() || src.chat_id.len() > MAX_ROUTE_VALUE_BYTES {
             return;
         }
         let route = self
             .routes
             .entry_or_insert_with(&src.chat_id, Route::default);
-        if !src.platform.is_empty() && src.platform != crate::event::DEFAULT_PLATFORM {
+        if !src.platform.is_empty()
+            && src.platform != crate::event::DEFAULT_PLATFORM
+            && src.platform.len() <= MAX_ROUTE_VALUE_BYTES
+        {
             route.platform = Some(src.platform.clone());
         }
         if let Some(u) = truthy(&src.user_id) {
@@ -166,7 +176,7 @@ impl RoutingCache {
         if let Some(s) = truthy(&src.scope_id) {
             route.scope_id = Some(s.clone());
         }
-        if !src.chat_type.is_empty() {
+        if !src.chat_type.is_empty() && src.chat_type.len() <= MAX_ROUTE_VALUE_BYTES {
             route.chat_type = Some(src.chat_type.clone());
         }
         if let Some(p) = truthy(&src.profile) {
@@ -339,6 +349,36 @@ mod tests {
         assert_eq!(
             Value::Object(c.reattach("c", &Map::new())),
             json!({"scope_id":"g","user_id":"u"})
+        );
+    }
+
+    #[test]
+    fn oversized_ids_are_not_cached() {
+        let mut c = RoutingCache::default();
+        let huge = "x".repeat(MAX_ROUTE_VALUE_BYTES + 1);
+        let e = MessageEvent {
+            source: crate::event::SessionSource {
+                chat_id: huge.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        c.capture(&e);
+        assert!(c.is_empty());
+        let e = MessageEvent {
+            source: crate::event::SessionSource {
+                chat_id: "c".into(),
+                user_id: Some(huge),
+                scope_id: Some("g".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        c.capture(&e);
+        let r = c.get("c").expect("route");
+        assert_eq!(
+            (r.user_id.as_deref(), r.scope_id.as_deref()),
+            (None, Some("g"))
         );
     }
 

@@ -212,13 +212,21 @@ fn on_event(
                 chat_id: &chat_id,
             },
         ),
-        Event::State { state, detail } => print(
-            out,
-            &Line::State {
-                state: state.as_str(),
-                detail: &detail,
-            },
-        ),
+        Event::State { state, detail } => {
+            let next = print(
+                out,
+                &Line::State {
+                    state: state.as_str(),
+                    detail: &detail,
+                },
+            );
+            // Outside a requested shutdown, `stopped` means the adapter gave
+            // up (reconnect disabled in the configuration): nothing will run.
+            if state == relay_host::State::Stopped && matches!(next, Next::Continue) {
+                return Next::Stop(Stop::Fatal("relay_stopped".into(), detail));
+            }
+            next
+        }
         Event::Fatal {
             code,
             message,

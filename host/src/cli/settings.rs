@@ -91,6 +91,8 @@ struct FileConfig {
     restart_initial_ms: Option<u64>,
     restart_max_ms: Option<u64>,
     restart_reset_after_ms: Option<u64>,
+    restart_budget: Option<u32>,
+    restart_window_ms: Option<u64>,
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -359,6 +361,13 @@ fn apply_file(config: &mut AdapterConfig, file: &FileConfig) -> Result<(), Confi
     set!(restart_initial_ms => limits.restart_initial, ms);
     set!(restart_max_ms => limits.restart_max, ms);
     set!(restart_reset_after_ms => limits.restart_reset_after, ms);
+    set!(restart_budget => limits.restart_budget, |v| v);
+    if let Some(window) = file.restart_window_ms {
+        if window == 0 {
+            return err("--config: restart_window_ms must be at least 1");
+        }
+        config.limits.restart_window = ms(window);
+    }
     Ok(())
 }
 
@@ -416,5 +425,7 @@ pub fn effective_json(settings: &Settings) -> Value {
         "restart_initial_ms": millis(c.limits.restart_initial),
         "restart_max_ms": millis(c.limits.restart_max),
         "restart_reset_after_ms": millis(c.limits.restart_reset_after),
+        "restart_budget": c.limits.restart_budget,
+        "restart_window_ms": millis(c.limits.restart_window),
     })
 }

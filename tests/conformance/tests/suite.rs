@@ -18,6 +18,8 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+mod hostile;
+
 fn plugin() -> &'static Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
     PLUGIN.get_or_init(|| {
@@ -823,6 +825,86 @@ async fn sends_fail_fast_during_an_outage_and_succeed_once_the_socket_is_back() 
     w.handle.release_redial().await.expect("release");
     w.state(State::Ready).await;
     assert!(w.send("chan1", "x", json!({})).await.success);
+}
+
+// ---------------------------------------------------------------------------
+// Overload
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_flood_delivers_every_message_once_and_every_reply_succeeds() {
+    const FLOOD: usize = 1000;
+    let mut w = world_with(StubConfig::default(), |c| c.max_undelivered = 4).await;
+    w.state(State::Ready).await;
+    let started = std::time::Instant::now();
+
+    // The connector pushes as fast as it can: live while the gateway is not
+    // idle, into its buffer (replayed with bufferIds after a re-dial) while
+    // it is.
+    let stub = w.stub.clone();
+    let producer = tokio::spawn(async move {
+        let (mut ids, mut buffered) = (Vec::new(), 0);
+        for n in 0..FLOOD {
+            let event = events::discord_text(&format!("flood {n}"));
+            ids.push(event["message_id"].as_str().expect("id").to_owned());
+            if let relay_stub::Delivery::Buffered { .. } = stub.push(event).await.expect("push") {
+                buffered += 1;
+            }
+        }
+        (ids, buffered)
+    });
+
+    // A gateway that takes one event at a time and answers it before the next.
+    let mut delivered: std::collections::HashMap<String, usize> = Default::default();
+    let mut replays = 0;
+    while delivered.len() < FLOOD {
+        let m = w.message().await;
+        let id = m.json_value().expect("json")["message_id"]
+            .as_str()
+            .expect("message id")
+            .to_owned();
+        replays += usize::from(m.buffer_id.is_some());
+        let count = delivered.entry(id.clone()).or_default();
+        *count += 1;
+        assert_eq!(*count, 1, "{id} delivered twice");
+        m.accept();
+        let reply = w.send("chan1", &format!("re {id}"), json!({})).await;
+        assert!(reply.success, "reply to {id}: {reply:?}");
+    }
+    let (ids, buffered) = producer.await.expect("producer");
+    assert_eq!(ids.len(), FLOOD);
+    assert!(ids.iter().all(|id| delivered.get(id) == Some(&1)));
+    assert!(buffered > 0, "the flood made the connector buffer");
+    w.stub
+        .wait_until(|s| s.buffer.is_empty(), WAIT)
+        .await
+        .expect("the connector's buffer drains");
+    // Nothing more arrives: the next message is a fresh one.
+    w.stub
+        .wait_until(|s| !s.idle, WAIT)
+        .await
+        .expect("live again");
+    w.stub
+        .push_inbound(events::discord_text("after the flood"))
+        .await
+        .expect("push");
+    let m = w.message().await;
+    assert_eq!(m.text, "after the flood");
+    m.accept();
+    let stats = w.handle.stats().await.expect("stats");
+    assert_eq!(stats["timeouts"], 0, "{stats}");
+    assert!(replays > 0, "buffered messages came back as replays");
+    assert!(
+        stats["frames_out"]["going_idle"].as_u64() > Some(1),
+        "the adapter shed load more than once: {stats}"
+    );
+    println!(
+        "overload flood: {FLOOD} messages, {buffered} buffered by the connector, \
+         {replays} delivered as replays, {} connections, {} inbound frames, {} dedupe hits, {:?}",
+        w.stub.connections().len(),
+        stats["frames_in"]["inbound"],
+        stats["dedupe_hits"],
+        started.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------

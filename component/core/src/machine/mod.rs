@@ -193,6 +193,12 @@ pub struct Machine {
     dormant: bool,
     idle_wait: Option<IdleWait>,
     overload_idle: bool,
+    /// Set while the re-dial that drains an overload replay is connecting:
+    /// outbound requests made meanwhile are held (see `held`), not failed.
+    drain_redial: bool,
+    /// Outbound frames (with their request ids) held during `drain_redial`,
+    /// written once the new socket opens.
+    held: Vec<(String, GatewayFrame)>,
     shutdown: Option<ShutdownState>,
 
     default_desc: CapabilityDescriptor,
@@ -272,6 +278,8 @@ impl Machine {
             dormant: false,
             idle_wait: None,
             overload_idle: false,
+            drain_redial: false,
+            held: Vec::new(),
             shutdown: None,
             default_desc: CapabilityDescriptor::placeholder(&primary),
             platform_desc: HashMap::new(),
@@ -515,6 +523,13 @@ impl Machine {
             };
             self.send_frame(conn, &hello, None);
         }
+        self.drain_redial = false;
+        for (request_id, frame) in std::mem::take(&mut self.held) {
+            // A held request that timed out meanwhile is already answered.
+            if self.pending.contains_key(&request_id) {
+                self.send_frame(conn, &frame, Some(request_id));
+            }
+        }
         self.report(State::Handshaking, "");
     }
 
@@ -522,6 +537,7 @@ impl Machine {
         if self.phase != (Phase::Connecting { conn }) {
             return;
         }
+        self.fail_held();
         if code == CLOSE_UNAUTHORIZED || code == 401 {
             self.stats.unauthorized += 1;
             self.on_unauthorized(now, conn, reason, true);
@@ -900,8 +916,11 @@ impl Machine {
                 self.close(conn, CLOSE_PROTOCOL_ERROR, "invalid descriptor");
                 self.socket_lost(now, conn, CLOSE_PROTOCOL_ERROR, "invalid descriptor", true);
             }
+            // Only identities we announced get a descriptor: a connector cannot
+            // grow this map with descriptors for platforms we never fronted.
             (Phase::Ready { .. }, Ok(d))
-                if !d.platform().is_empty() && d.platform() != self.default_desc.platform() =>
+                if d.platform() != self.default_desc.platform()
+                    && self.fronts_platform(d.platform()) =>
             {
                 self.platform_desc.insert(d.platform().to_owned(), d);
             }
@@ -1116,6 +1135,10 @@ impl Machine {
             self.overload_idle = false;
             self.decoder.reset();
             self.dial(now);
+            // A re-dial of our own making is no outage: requests made before
+            // it opens wait for it (bounded by their timeout) instead of
+            // failing as "not connected".
+            self.drain_redial = true;
         }
     }
 
@@ -1339,9 +1362,11 @@ impl Machine {
         if closing {
             return fail(self, SendResult::transport_closed());
         }
-        let Some(conn) = self.live_conn() else {
+        let conn = self.live_conn();
+        let hold = conn.is_none() && self.drain_redial;
+        if conn.is_none() && !hold {
             return fail(self, SendResult::not_connected());
-        };
+        }
         if self.pending.len() >= self.cfg.max_pending {
             let r = SendResult::failure(&format!(
                 "relay pending limit reached ({} requests awaiting results)",
@@ -1383,7 +1408,26 @@ impl Machine {
                 timeout_key,
             },
         );
-        self.send_frame(conn, &frame, Some(request_id));
+        match conn {
+            Some(conn) => self.send_frame(conn, &frame, Some(request_id)),
+            None => self.held.push((request_id, frame)),
+        }
+    }
+
+    /// The drain re-dial failed: held requests were never written.
+    fn fail_held(&mut self) {
+        self.drain_redial = false;
+        for (request_id, _) in std::mem::take(&mut self.held) {
+            if let Some(p) = self.take_pending(&request_id) {
+                let completion = match p.kind {
+                    PendingKind::ChatInfo { chat_id } => {
+                        Completion::ChatInfo(ChatInfo::local(&chat_id))
+                    }
+                    PendingKind::Sent { .. } => Completion::Sent(SendResult::not_connected()),
+                };
+                self.complete(p.request, completion);
+            }
+        }
     }
 
     fn take_pending(&mut self, request_id: &str) -> Option<Pending> {
@@ -1393,6 +1437,7 @@ impl Machine {
     }
 
     fn fail_all_pending(&mut self, result: SendResult) {
+        self.fail_held();
         let mut all: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
         self.timeouts.clear();
         // Complete in issue order so callers see a stable sequence.
@@ -1504,10 +1549,30 @@ pub fn dedupe_key(event: &MessageEvent) -> Option<String> {
     if event.source.chat_id.is_empty() {
         return None;
     }
-    Some(format!(
+    Some(bounded_key(format!(
         "{}:{}:{}",
         event.source.platform, event.source.chat_id, message_id
-    ))
+    )))
+}
+
+/// Longest dedupe key kept verbatim; longer ones are replaced by a digest so
+/// the 512-key seen-set stays small whatever ids a connector sends.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// `key` itself, or `sha256:<hex>` of it when it is longer than
+/// [`MAX_KEY_BYTES`].
+pub fn bounded_key(key: String) -> String {
+    use sha2::Digest;
+    if key.len() <= MAX_KEY_BYTES {
+        return key;
+    }
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {

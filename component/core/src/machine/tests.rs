@@ -1232,3 +1232,129 @@ fn overload_goes_idle_and_redials_once_caught_up() {
     }
     assert_eq!(h.dials(), 2, "re-dialed to drain the replay");
 }
+
+/// Overloaded, idle, and caught up: returns the harness right after the
+/// drain re-dial went out (the new socket not open yet).
+fn drain_redial_started() -> Harness {
+    let mut cfg = test_config();
+    cfg.max_undelivered = 2;
+    let mut h = Harness::new(cfg);
+    let conn = h.connect();
+    let mut ds = Vec::new();
+    for i in 0..3 {
+        ds.extend(deliveries(
+            &h.recv(conn, &inbound_line("c", &format!("m{i}"), None)),
+        ));
+    }
+    h.recv(conn, r#"{"type":"going_idle_ack"}"#);
+    for d in &ds {
+        h.input(Input::AcceptDelivery(d.delivery));
+    }
+    assert_eq!(h.dials(), 2, "re-dialed to drain the replay");
+    assert_eq!(h.m.state(), State::Connecting);
+    h
+}
+
+#[test]
+fn a_request_made_during_the_drain_redial_is_held_until_the_socket_opens() {
+    let mut h = drain_redial_started();
+    // The gateway answers the message it just accepted: not an outage, so
+    // the reply waits for the new socket instead of failing fast.
+    let (req, out) = h.send("c", "reply");
+    assert_eq!(completion(&out, req), None, "not failed as not connected");
+    assert!(sent(&out).is_empty());
+    let (conn, _) = h.last_dial().expect("dial");
+    let out = h.input(Input::SocketOpened { conn });
+    let frames = sent(&out);
+    assert!(matches!(frames[0], GatewayFrame::Hello { .. }));
+    let id = outbound_request_id(&frames);
+    match frames.last() {
+        Some(GatewayFrame::Outbound {
+            action: Action::Send { content, .. },
+            ..
+        }) => assert_eq!(content, "reply"),
+        other => panic!("expected the held send after the hellos, got {other:?}"),
+    }
+    let out = h.recv(
+        conn,
+        &result_line(&id, json!({"success":true,"message_id":"x1"})),
+    );
+    match completion(&out, req) {
+        Some(Completion::Sent(r)) => assert!(r.success, "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    // Only that re-dial holds: a later outage fails fast again.
+    h.recv(
+        conn,
+        &format!(r#"{{"type":"descriptor","descriptor":{DISCORD_DESCRIPTOR}}}"#),
+    );
+    assert_eq!(h.m.state(), State::Ready);
+    h.input(Input::SocketClosed {
+        conn,
+        code: 1011,
+        reason: "gone",
+    });
+    let (req, out) = h.send("c", "during an outage");
+    match completion(&out, req) {
+        Some(Completion::Sent(r)) => {
+            assert_eq!(r.error.as_deref(), Some("relay transport not connected"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_request_held_for_a_drain_redial_that_fails_is_not_connected() {
+    let mut h = drain_redial_started();
+    let (req, _) = h.send("c", "reply");
+    let (conn, _) = h.last_dial().expect("dial");
+    let out = h.input(Input::DialFailed {
+        conn,
+        code: 0,
+        reason: "refused",
+    });
+    match completion(&out, req) {
+        Some(Completion::Sent(r)) => {
+            assert_eq!(r.error.as_deref(), Some("relay transport not connected"));
+            assert!(!r.ambiguous, "never written");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.m.stats().pending, 0);
+}
+
+#[test]
+fn descriptors_for_platforms_not_fronted_are_ignored() {
+    let mut h = Harness::new(test_config());
+    let conn = h.connect();
+    let slack = TELEGRAM_DESCRIPTOR.replace("telegram", "slack");
+    h.recv(
+        conn,
+        &format!(r#"{{"type":"descriptor","descriptor":{slack}}}"#),
+    );
+    assert_eq!(
+        h.m.descriptor(Some("slack")).platform(),
+        "discord",
+        "falls back to the default"
+    );
+    h.recv(
+        conn,
+        &format!(r#"{{"type":"descriptor","descriptor":{TELEGRAM_DESCRIPTOR}}}"#),
+    );
+    assert_eq!(h.m.descriptor(Some("telegram")).platform(), "telegram");
+}
+
+#[test]
+fn long_dedupe_keys_are_digested() {
+    let mut h = Harness::new(test_config());
+    let conn = h.connect();
+    let long_id = "m".repeat(10_000);
+    let line = inbound_line("c", &long_id, Some("b1"));
+    let d = deliveries(&h.recv(conn, &line));
+    h.input(Input::AcceptDelivery(d[0].delivery));
+    let out = h.recv(conn, &line);
+    assert!(deliveries(&out).is_empty(), "still deduplicated");
+    assert_eq!(acks(&out), vec!["b1"]);
+    let key = dedupe_key(&d[0].event).expect("key");
+    assert!(key.starts_with("sha256:") && key.len() <= MAX_KEY_BYTES);
+}
