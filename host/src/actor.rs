@@ -75,6 +75,7 @@ pub(crate) async fn spawn(
         restart_at: None,
         backoff: Duration::ZERO,
         stopping: false,
+        shutdown_requested: false,
     };
     actor.backoff = actor.config.limits.restart_initial;
     actor.start_instance().instrument(span.clone()).await?;
@@ -171,6 +172,9 @@ struct Actor {
     restart_at: Option<Instant>,
     backoff: Duration,
     stopping: bool,
+    /// The gateway asked to shut down: a trap from now on ends the adapter
+    /// instead of restarting it.
+    shutdown_requested: bool,
 }
 
 impl Actor {
@@ -364,7 +368,12 @@ impl Actor {
     async fn on_command(&mut self, command: Command) {
         match command {
             Command::Request(request, reply) => {
-                if self.down.is_some() && matches!(request, Request::Shutdown) {
+                if matches!(request, Request::Shutdown) {
+                    self.shutdown_requested = true;
+                }
+                if (self.down.is_some() || self.live.is_none())
+                    && matches!(request, Request::Shutdown)
+                {
                     // Nothing left to drain: the adapter just stops.
                     let _ = reply.send(Ok(crate::handle::Outcome::Done));
                     self.stopping = true;
@@ -618,8 +627,18 @@ impl Actor {
     /// restart budget allows; else the adapter goes down for good.
     fn on_trap(&mut self, trap: wasmtime::Error) {
         let message = self.trap_message(&trap);
+        let terminal = self
+            .live
+            .as_ref()
+            .is_some_and(|live| live.store.data().terminal);
         self.drop_instance();
-        if self.restart_allowed() {
+        if self.shutdown_requested || terminal {
+            // Shutting down, or already disabled: a new instance would only
+            // dial again (a revoked one would retry 4401 forever).
+            tracing::error!(error = %message, "relay component trapped after it stopped for good; not restarting");
+            self.emit_fatal("guest_trap", message, false);
+            self.stopping = true;
+        } else if self.restart_allowed() {
             tracing::error!(error = %message, "relay component trapped; restarting it");
             self.emit_fatal("guest_trap", message, true);
             self.schedule_restart();
@@ -655,8 +674,11 @@ impl Actor {
     }
 
     fn schedule_restart(&mut self) {
-        self.restart_at = Some(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(self.config.limits.restart_max);
+        self.restart_at = Instant::now().checked_add(self.backoff);
+        self.backoff = self
+            .backoff
+            .saturating_mul(2)
+            .min(self.config.limits.restart_max);
     }
 
     fn emit_fatal(&self, code: &str, message: String, retryable: bool) {

@@ -129,6 +129,9 @@ impl Host for HostState {
 
     fn fatal(&mut self, error: wit::FatalError) {
         tracing::error!(adapter = %self.label, code = error.code, retryable = error.retryable, "relay adapter fatal: {}", error.message);
+        if !error.retryable {
+            self.terminal = true;
+        }
         let _ = self.events.send(Event::Fatal {
             code: error.code,
             message: error.message,

@@ -259,13 +259,16 @@ async fn run_connection(
         }
     };
 
+    // Zero would panic in `interval_at`; absurd values would overflow
+    // `Instant` arithmetic. Clamp both to [1 ms, 1 day].
+    let clamp = |d: Duration| d.clamp(Duration::from_millis(1), Duration::from_secs(86_400));
+    let ping_interval = clamp(settings.ping_interval);
+    let ping_timeout = clamp(settings.ping_timeout);
+
     // Reader: messages to the actor, keepalive, close reporting. Returns
     // whether it queued a close frame for the writer.
     let reader = async {
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + settings.ping_interval,
-            settings.ping_interval,
-        );
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut pong_due: Option<Instant> = None;
         loop {
@@ -304,7 +307,7 @@ async fn run_connection(
                 },
                 _ = ping.tick() => {
                     if pong_due.is_none() {
-                        pong_due = Some(Instant::now() + settings.ping_timeout);
+                        pong_due = Some(Instant::now() + ping_timeout);
                     }
                     let _ = control_tx.send(Control::Ping);
                 }

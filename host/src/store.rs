@@ -106,6 +106,9 @@ pub(crate) struct HostState {
     pub pending: HashMap<u64, Pending>,
     /// Set when the shutdown request completed: the adapter stops.
     pub stop: bool,
+    /// The component reported a non-retryable fatal (e.g. `relay_disabled`):
+    /// a later trap must not bring back an instance that would re-dial.
+    pub terminal: bool,
     /// Events for the gateway (unbounded: the socket is never throttled by it).
     pub events: mpsc::UnboundedSender<Event>,
     /// Delivery answers come back through this channel.
@@ -197,6 +200,7 @@ pub(crate) fn new_store(
         deadline: None,
         pending: HashMap::new(),
         stop: false,
+        terminal: false,
         events: parts.events,
         acks: parts.acks,
         dial_policy: parts.dial_policy,

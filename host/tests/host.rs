@@ -1117,6 +1117,30 @@ async fn test_guest_panic_fails_pending_requests_emits_fatal_and_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_guest_shutdown_during_a_restart_stops_for_good() {
+    let stub = stub().await;
+    let mut config = config(&stub);
+    // A restart backoff long enough to call shutdown inside it.
+    config.limits.restart_initial = Duration::from_millis(500);
+    let (handle, mut events) = spawn_on(test_plugin(), config).await;
+    handshake(&stub, &mut events, 1).await;
+    stub.send_frame(&json!({"type": "__test_panic"}))
+        .await
+        .unwrap();
+    let (code, _, retryable) = fatal(&mut events).await;
+    assert_eq!((code.as_str(), retryable), ("guest_trap", true));
+    tokio::time::timeout(WAIT, handle.shutdown())
+        .await
+        .expect("shutdown resolves")
+        .expect("shutdown during a restart succeeds");
+    wait_until("the adapter ends", || !handle.is_running()).await;
+    let redial = stub
+        .wait_for_connections(2, Duration::from_millis(800))
+        .await;
+    assert!(redial.is_err(), "no instance comes back after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_guest_runaway_call_is_interrupted_by_the_cpu_budget() {
     let stub = stub().await;
     let mut config = config(&stub);

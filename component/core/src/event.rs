@@ -525,12 +525,20 @@ struct SourceView<'a> {
 
 /// MIME types parallel to `urls`, looked up by URL in `media` (§4.3).
 pub fn media_types(urls: &[String], media: &[MediaItem]) -> Vec<String> {
+    if urls.is_empty() {
+        return Vec::new();
+    }
+    // One index, first entry per URL wins: linear in both lists, so a hostile
+    // line with huge `media_urls` and `media` arrays cannot burn the CPU budget.
+    let mut by_url: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for m in media.iter().filter(|m| !m.url.is_empty()) {
+        by_url.entry(m.url.as_str()).or_insert(m.mime.as_str());
+    }
     urls.iter()
         .map(|u| {
-            media
-                .iter()
-                .find(|m| !m.url.is_empty() && &m.url == u)
-                .map(|m| m.mime.clone())
+            by_url
+                .get(u.as_str())
+                .map(|m| (*m).to_owned())
                 .unwrap_or_default()
         })
         .collect()
@@ -661,6 +669,25 @@ mod tests {
         assert!(e.media_types.is_empty());
         let e = event(r#"{"media_urls":"nope","media":[1,"x",{"url":"a"}]}"#);
         assert!(e.media_urls.is_empty() && e.media_types.is_empty());
+    }
+
+    #[test]
+    fn media_types_stay_linear_on_huge_lists() {
+        let urls: Vec<String> = (0..50_000).map(|i| format!("u{i}")).collect();
+        let media: Vec<MediaItem> = (0..50_000)
+            .map(|i| MediaItem {
+                url: format!("m{i}"),
+                mime: "x/y".into(),
+            })
+            .chain(std::iter::once(MediaItem {
+                url: "u7".into(),
+                mime: "image/png".into(),
+            }))
+            .collect();
+        // 50k x 50k: quadratic matching would make this test take minutes.
+        let types = media_types(&urls, &media);
+        assert_eq!(types[7], "image/png");
+        assert_eq!(types.len(), 50_000);
     }
 
     #[test]

@@ -117,7 +117,7 @@ fn level_to_wit(l: Level) -> LogLevel {
 fn drain(machine: &mut Machine) {
     while let Some(out) = machine.poll_output() {
         match out {
-            Output::Dial { conn, url, headers } => host::dial(conn, &url, &headers),
+            Output::Dial { conn, url, headers } => host::dial(conn, &url, &headers.0),
             Output::SendText { conn, text } => {
                 if let Err(error) = host::send_text(conn, &text) {
                     machine.handle(

@@ -260,6 +260,26 @@ pub struct Delivery {
     pub json: String,
 }
 
+/// Upgrade headers. `Debug` prints names only: the bearer token is a live
+/// credential for its TTL and must not reach logs.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Headers(pub Vec<(String, String)>);
+
+impl std::ops::Deref for Headers {
+    type Target = Vec<(String, String)>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| (name, "<redacted>")))
+            .finish()
+    }
+}
+
 /// One output, drained after each input with [`super::Machine::poll_output`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -270,7 +290,7 @@ pub enum Output {
         /// `ws://` or `wss://` URL ending in `/relay`.
         url: String,
         /// Upgrade headers (the bearer, when configured).
-        headers: Vec<(String, String)>,
+        headers: Headers,
     },
     /// Send one text message.
     SendText {

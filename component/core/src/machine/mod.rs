@@ -41,6 +41,10 @@ pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 pub const REASON_EXPIRED: &str = "expired";
 /// Normal closure.
 const CLOSE_NORMAL: u16 = 1000;
+/// "Try again later": the gateway is too far behind to take more live inbound.
+const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Buffered duplicates remembered per delivery awaiting its verdict.
+const MAX_DUPLICATES_PER_KEY: usize = 8;
 /// Protocol error (we close a connection that broke the contract).
 const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 
@@ -196,6 +200,9 @@ pub struct Machine {
     /// Set while the re-dial that drains an overload replay is connecting:
     /// outbound requests made meanwhile are held (see `held`), not failed.
     drain_redial: bool,
+    /// The connection whose `going_idle` wait timed out: a late ack on it
+    /// still means the connector flipped to buffering.
+    idle_timed_out_on: Option<u32>,
     /// Outbound frames (with their request ids) held during `drain_redial`,
     /// written once the new socket opens.
     held: Vec<(String, GatewayFrame)>,
@@ -279,6 +286,7 @@ impl Machine {
             idle_wait: None,
             overload_idle: false,
             drain_redial: false,
+            idle_timed_out_on: None,
             held: Vec::new(),
             shutdown: None,
             default_desc: CapabilityDescriptor::placeholder(&primary),
@@ -488,7 +496,7 @@ impl Machine {
             self.cfg.token_ttl_secs,
         )
         .into_iter()
-        .collect();
+        .collect::<Vec<_>>();
         if self.stats.dials > 0 {
             self.stats.reconnects += 1;
         }
@@ -497,7 +505,7 @@ impl Machine {
         self.outputs.push_back(Output::Dial {
             conn,
             url: self.url.clone(),
-            headers,
+            headers: Headers(headers),
         });
         let url = self.url.clone();
         self.report(State::Connecting, url);
@@ -766,9 +774,11 @@ impl Machine {
                         "relay going_idle not acknowledged; staying connected",
                     );
                     self.complete(request, Completion::Flag(false));
+                    self.idle_timed_out_on = self.live_conn();
                 }
                 IdlePurpose::Overload => {
                     self.log(Level::Warn, "relay going_idle (overload) not acknowledged");
+                    self.idle_timed_out_on = self.live_conn();
                 }
             }
         }
@@ -846,7 +856,7 @@ impl Machine {
             ConnectorFrame::Descriptor { raw } => self.on_descriptor(now, conn, &raw),
             ConnectorFrame::Inbound { event, buffer_id } => {
                 let key = dedupe_key(&event);
-                self.admit(t, conn, *event, buffer_id, key);
+                self.admit(now, conn, *event, buffer_id, key);
             }
             ConnectorFrame::PassthroughForward { forward, buffer_id } => {
                 match forward_to_event(&forward) {
@@ -854,7 +864,7 @@ impl Machine {
                         let key = buffer_id
                             .as_ref()
                             .map(|b| format!("passthrough_buffer:{b}"));
-                        self.admit(t, conn, event, buffer_id, key);
+                        self.admit(now, conn, event, buffer_id, key);
                     }
                     Err(why) => {
                         self.log(
@@ -931,7 +941,19 @@ impl Machine {
 
     fn on_going_idle_ack(&mut self, t: u64, conn: u32) {
         let Some(wait) = self.idle_wait.take() else {
-            self.log(Level::Debug, "relay going_idle_ack without a request");
+            // A late ack (its wait timed out): the connector now buffers
+            // anyway, so drain its replay through a re-dial like an overload.
+            if matches!(self.phase, Phase::Ready { .. })
+                && self.shutdown.is_none()
+                && self.idle_timed_out_on == Some(conn)
+            {
+                self.log(
+                    Level::Info,
+                    "relay late going_idle_ack: the connector buffers; will re-dial to drain",
+                );
+                self.overload_idle = true;
+                self.report(State::Idle, "connector buffers inbound");
+            }
             return;
         };
         match wait.purpose {
@@ -1009,12 +1031,13 @@ impl Machine {
 
     fn admit(
         &mut self,
-        t: u64,
+        now: Now,
         conn: u32,
         event: MessageEvent,
         buffer_id: Option<String>,
         key: Option<String>,
     ) {
+        let t = now.mono_ns;
         if let Some(k) = &key {
             if self.seen.contains(k) {
                 self.stats.dedupe_hits += 1;
@@ -1031,9 +1054,36 @@ impl Machine {
                 && let Some(f) = self.in_flight.get_mut(&owner)
             {
                 self.stats.dedupe_hits += 1;
-                f.duplicates.push((conn, buffer_id));
+                // Only buffered copies need an answer (an ack once the owner
+                // is accepted); a few per key is plenty, the rest are replayed.
+                if let Some(b) = buffer_id
+                    && f.duplicates.len() < MAX_DUPLICATES_PER_KEY
+                    && !f
+                        .duplicates
+                        .iter()
+                        .any(|(c, d)| *c == conn && d.as_deref() == Some(&b))
+                {
+                    f.duplicates.push((conn, Some(b)));
+                }
                 return;
             }
+        }
+        // Live frames before the connector's answer to `going_idle` are the
+        // flip window; after an ack, or once it went unanswered, they mean
+        // the connector ignores it.
+        let connector_ignores_idle = self.overload_idle || self.idle_timed_out_on == Some(conn);
+        if connector_ignores_idle
+            && self.in_flight.len() >= self.cfg.max_undelivered.saturating_mul(2).max(2)
+        {
+            // The connector ignores `going_idle` and the gateway is far
+            // behind: close so the connector buffers, rather than grow.
+            self.log(
+                Level::Warn,
+                "relay gateway far behind and the connector keeps sending; closing to shed load",
+            );
+            self.close(conn, CLOSE_TRY_AGAIN_LATER, "gateway overloaded");
+            self.socket_lost(now, conn, CLOSE_TRY_AGAIN_LATER, "gateway overloaded", true);
+            return;
         }
         if self.in_flight.len() >= self.cfg.max_undelivered {
             self.request_overload_idle(t, conn);
@@ -1123,6 +1173,9 @@ impl Machine {
         if !self.overload_idle
             || self.in_flight.len() > self.cfg.max_undelivered / 2
             || !self.pending.is_empty()
+            || self.shutdown.is_some()
+            || self.idle_wait.is_some()
+            || self.hold_until.is_some()
         {
             return;
         }
@@ -1511,13 +1564,21 @@ impl Machine {
     }
 
     fn finish_shutdown(&mut self) {
-        if let Some(conn) = self.live_conn() {
-            self.close(conn, CLOSE_NORMAL, "shutdown");
+        match self.phase {
+            Phase::Connecting { conn }
+            | Phase::Handshaking { conn, .. }
+            | Phase::Ready { conn, .. } => self.close(conn, CLOSE_NORMAL, "shutdown"),
+            _ => {}
         }
         self.phase = Phase::Stopped;
         self.decoder.reset();
         self.hold_until = None;
-        self.fail_all_pending(SendResult::transport_closed());
+        // Whatever is still pending was written: the connector may have
+        // applied it (§1.6, "waiter failed by teardown").
+        self.fail_all_pending(SendResult::send_failed(
+            crate::outcome::TRANSPORT_CLOSED,
+            true,
+        ));
         self.release_waiters();
         self.report(State::Stopped, "shutdown");
     }

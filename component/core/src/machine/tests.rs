@@ -76,7 +76,7 @@ impl Harness {
 
     pub fn last_dial(&self) -> Option<(u32, Vec<(String, String)>)> {
         self.outputs.iter().rev().find_map(|o| match o {
-            Output::Dial { conn, headers, .. } => Some((*conn, headers.clone())),
+            Output::Dial { conn, headers, .. } => Some((*conn, headers.0.clone())),
             _ => None,
         })
     }
@@ -1014,7 +1014,7 @@ fn unauthorized_after_handshake_gets_one_fresh_token_retry_then_disables() {
         .outputs
         .iter()
         .find_map(|o| match o {
-            Output::Dial { conn, headers, .. } => Some((*conn, headers.clone())),
+            Output::Dial { conn, headers, .. } => Some((*conn, headers.0.clone())),
             _ => None,
         })
         .expect("first dial");
@@ -1156,10 +1156,12 @@ fn drain_grace_fails_what_is_left() {
     let (req, _) = h.command(Command::Shutdown);
     h.recv(conn, r#"{"type":"going_idle_ack"}"#);
     let out = h.advance(1500);
+    let r = sent_result(&out, send_req);
     assert_eq!(
-        sent_result(&out, send_req).error.as_deref(),
-        Some("relay transport closed")
+        r.error.as_deref(),
+        Some("relay send failed: relay transport closed")
     );
+    assert!(r.ambiguous, "written before the teardown (§1.6)");
     assert_eq!(completion(&out, req), Some(Completion::Done));
 }
 
@@ -1357,4 +1359,116 @@ fn long_dedupe_keys_are_digested() {
     assert_eq!(acks(&out), vec!["b1"]);
     let key = dedupe_key(&d[0].event).expect("key");
     assert!(key.starts_with("sha256:") && key.len() <= MAX_KEY_BYTES);
+}
+
+#[test]
+fn requests_still_pending_at_the_end_of_shutdown_are_ambiguous() {
+    let mut h = Harness::new(test_config());
+    let conn = h.connect();
+    let (send_req, _) = h.send("c", "x");
+    h.command(Command::Shutdown);
+    h.recv(conn, r#"{"type":"going_idle_ack"}"#);
+    let out = h.advance(1500);
+    let r = sent_result(&out, send_req);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("relay send failed: relay transport closed")
+    );
+    assert!(
+        r.ambiguous,
+        "the frame was written: the connector may have applied it"
+    );
+}
+
+#[test]
+fn duplicates_awaiting_a_verdict_are_bounded() {
+    let mut h = Harness::new(test_config());
+    let conn = h.connect();
+    let d = deliveries(&h.recv(conn, &inbound_line("c", "m1", Some("b0"))));
+    for i in 0..100 {
+        h.recv(
+            conn,
+            &inbound_line("c", "m1", Some(&format!("b{}", i % 20 + 1))),
+        );
+        h.recv(conn, &inbound_line("c", "m1", None));
+    }
+    let out = h.input(Input::AcceptDelivery(d[0].delivery));
+    assert_eq!(acks(&out).len(), 1 + MAX_DUPLICATES_PER_KEY);
+}
+
+#[test]
+fn live_inbound_far_past_the_cap_closes_instead_of_growing() {
+    let mut cfg = test_config();
+    cfg.max_undelivered = 2;
+    let mut h = Harness::new(cfg);
+    let conn = h.connect();
+    // Past the cap the adapter asks the connector to buffer; frames in the
+    // flip window are still delivered.
+    for i in 0..6 {
+        h.recv(conn, &inbound_line("c", &format!("m{i}"), None));
+    }
+    assert_eq!(
+        h.m.stats().undelivered,
+        6,
+        "the flip window is not cut short"
+    );
+    // The connector ignores `going_idle` and keeps sending live messages.
+    h.advance(2000);
+    let out = h.recv(conn, &inbound_line("c", "m6", None));
+    assert!(deliveries(&out).is_empty());
+    assert!(out.contains(&Output::Close {
+        conn,
+        code: 1013,
+        reason: "gateway overloaded".into()
+    }));
+    assert_eq!(h.m.state(), State::Reconnecting);
+    assert_eq!(h.m.stats().undelivered, 6, "nothing more was taken");
+}
+
+#[test]
+fn a_late_going_idle_ack_drains_through_a_redial() {
+    let mut h = Harness::new(test_config());
+    let conn = h.connect();
+    let (req, _) = h.command(Command::GoDormant);
+    let out = h.advance(2000);
+    assert_eq!(completion(&out, req), Some(Completion::Flag(false)));
+    h.recv(conn, r#"{"type":"going_idle_ack"}"#);
+    // The connector now buffers: the adapter re-dials to get the replay.
+    assert_eq!(h.dials(), 2);
+}
+
+#[test]
+fn overload_drain_waits_for_a_release_of_the_redial_hold() {
+    let mut cfg = test_config();
+    cfg.max_undelivered = 2;
+    let mut h = Harness::new(cfg);
+    let conn = h.connect();
+    let mut ds = Vec::new();
+    for i in 0..3 {
+        ds.extend(deliveries(
+            &h.recv(conn, &inbound_line("c", &format!("m{i}"), None)),
+        ));
+    }
+    h.recv(conn, r#"{"type":"going_idle_ack"}"#);
+    h.command(Command::HoldRedial);
+    for d in &ds {
+        h.input(Input::AcceptDelivery(d.delivery));
+    }
+    assert_eq!(h.dials(), 1, "held");
+    h.command(Command::ReleaseRedial);
+    assert_eq!(h.dials(), 2);
+}
+
+#[test]
+fn dial_headers_are_redacted_in_debug_output() {
+    let h = Harness::new(test_config());
+    let dial = h
+        .outputs
+        .iter()
+        .find(|o| matches!(o, Output::Dial { .. }))
+        .expect("dial");
+    let text = format!("{dial:?} {:?}", h.m);
+    assert!(text.contains("Authorization"));
+    assert!(!text.contains("Bearer"), "{text}");
+    assert!(!text.contains("s3cret"));
 }
