@@ -21,6 +21,7 @@ use crate::handle::{
     AckMsg, AdapterError, AdapterHandle, Answer, Command, Event, EventStream, Health, Query, Reply,
     Request,
 };
+use crate::metrics::{Exporter, REFRESH_IDLE, REFRESH_MIN};
 use crate::plugin::Plugin;
 use crate::socket::{DialPolicy, IoEvent, IoKind, Outgoing, SocketSettings};
 use crate::store::{self, Action, HostState, Pending, StoreParts};
@@ -42,6 +43,7 @@ pub(crate) async fn spawn(
     let (ack_tx, acks) = mpsc::unbounded_channel();
     let (io_tx, io) = mpsc::unbounded_channel();
     let span = tracing::info_span!("relay_adapter", adapter = %label);
+    crate::metrics::describe();
     let mut actor = Actor {
         plugin: plugin.clone(),
         wit_config: wit_config(&config),
@@ -76,10 +78,12 @@ pub(crate) async fn spawn(
         backoff: Duration::ZERO,
         stopping: false,
         shutdown_requested: false,
+        metrics: Exporter::default(),
+        metrics_at: Instant::now(),
     };
     actor.backoff = actor.config.limits.restart_initial;
     actor.start_instance().instrument(span.clone()).await?;
-    let handle = AdapterHandle::new(command_tx, actor.down_flag.clone());
+    let handle = AdapterHandle::new(command_tx, actor.down_flag.clone(), actor.label.clone());
     tokio::spawn(actor.run().instrument(span));
     Ok((handle, EventStream::new(event_rx)))
 }
@@ -175,6 +179,10 @@ struct Actor {
     /// The gateway asked to shut down: a trap from now on ends the adapter
     /// instead of restarting it.
     shutdown_requested: bool,
+    /// The published counters (`metrics` facade).
+    metrics: Exporter,
+    /// When they were last refreshed.
+    metrics_at: Instant,
 }
 
 impl Actor {
@@ -182,10 +190,12 @@ impl Actor {
         while !self.stopping {
             if let Some(input) = self.queue.pop_front() {
                 self.feed(input).await;
+                self.refresh_metrics(false).await;
                 continue;
             }
             let deadline = self.deadline;
             let restart_at = self.restart_at;
+            let metrics_at = self.metrics_at + REFRESH_IDLE;
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command).await,
@@ -208,8 +218,11 @@ impl Actor {
                     self.restart_at = None;
                     self.restart().await;
                 }
+                () = tokio::time::sleep_until(metrics_at) => {}
             }
+            self.refresh_metrics(false).await;
         }
+        self.refresh_metrics(true).await;
         self.finish();
     }
 
@@ -324,6 +337,49 @@ impl Actor {
         self.emit_fatal("restart_budget_exhausted", reason, false);
         self.events = None;
         self.restart_at = None;
+    }
+
+    /// Publishes the counters and gauges (no-op without a `metrics`
+    /// recorder), unless they were refreshed less than [`REFRESH_MIN`] ago
+    /// and `force` is false. One `stats` export call when an instance is live.
+    async fn refresh_metrics(&mut self, force: bool) {
+        let now = Instant::now();
+        if !force && now.duration_since(self.metrics_at) < REFRESH_MIN {
+            return;
+        }
+        self.metrics_at = now;
+        let mut stats = None;
+        if self.live.is_some()
+            && let Ok(Answer::Text(Some(text))) = self.query(Query::Stats).await
+            && let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&text)
+        {
+            stats = Some(map);
+        }
+        let stats = stats.unwrap_or_else(|| {
+            let mut map = serde_json::Map::new();
+            self.insert_host_gauges(&mut map);
+            map
+        });
+        self.metrics.publish(&self.label, &stats);
+    }
+
+    /// The host's figures of a stats answer.
+    fn insert_host_gauges(&self, stats: &mut serde_json::Map<String, serde_json::Value>) {
+        let health = self.health(None, None);
+        stats.insert(
+            "guest_memory_bytes".into(),
+            health.guest_memory_bytes.into(),
+        );
+        stats.insert(
+            "guest_memory_peak_bytes".into(),
+            health.guest_memory_peak_bytes.into(),
+        );
+        stats.insert(
+            "memory_limit_bytes".into(),
+            health.memory_limit_bytes.into(),
+        );
+        stats.insert("guest_call_max_ms".into(), health.guest_call_max_ms.into());
+        stats.insert("restarts".into(), health.restarts.into());
     }
 
     /// Linear memory of the live instance (0 without one).
@@ -551,21 +607,7 @@ impl Actor {
                 let Ok(serde_json::Value::Object(mut stats)) = serde_json::from_str(&text) else {
                     return Answer::Text(Some(text));
                 };
-                let health = self.health(None, None);
-                stats.insert(
-                    "guest_memory_bytes".into(),
-                    health.guest_memory_bytes.into(),
-                );
-                stats.insert(
-                    "guest_memory_peak_bytes".into(),
-                    health.guest_memory_peak_bytes.into(),
-                );
-                stats.insert(
-                    "memory_limit_bytes".into(),
-                    health.memory_limit_bytes.into(),
-                );
-                stats.insert("guest_call_max_ms".into(), health.guest_call_max_ms.into());
-                stats.insert("restarts".into(), health.restarts.into());
+                self.insert_host_gauges(&mut stats);
                 Answer::Text(Some(serde_json::Value::Object(stats).to_string()))
             }
             Answer::Guest(state, stats) => {
@@ -592,7 +634,7 @@ impl Actor {
         if let Some(at) = data.deadline.take() {
             self.deadline = at.map(|ns| instant_at(data.clock_origin, ns));
         }
-        if data.stop {
+        if data.stop && !self.stopping {
             tracing::info!("relay adapter shut down");
             self.stopping = true;
         }
@@ -652,6 +694,7 @@ impl Actor {
     /// resolve as "relay adapter stopped" (their reply senders drop).
     fn drop_instance(&mut self) {
         if let Some(mut live) = self.live.take() {
+            self.metrics.instance_dropped();
             self.memory_peak = self
                 .memory_peak
                 .max(live.store.data().limiter.memory_bytes());

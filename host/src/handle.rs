@@ -457,6 +457,8 @@ pub struct AdapterHandle {
     commands: mpsc::UnboundedSender<Command>,
     /// Set by the adapter when its restart budget is spent.
     down: Arc<OnceLock<String>>,
+    /// The adapter id (tracing span, metrics label).
+    label: Arc<str>,
 }
 
 /// What a request turned into, before mapping to the public result type.
@@ -493,8 +495,13 @@ impl AdapterHandle {
     pub(crate) fn new(
         commands: mpsc::UnboundedSender<Command>,
         down: Arc<OnceLock<String>>,
+        label: Arc<str>,
     ) -> Self {
-        Self { commands, down }
+        Self {
+            commands,
+            down,
+            label,
+        }
     }
 
     /// Whether the adapter is still running: not stopped, and not down for
@@ -515,8 +522,16 @@ impl AdapterHandle {
         }
     }
 
-    async fn sent(&self, request: Request) -> SendResult {
-        match self.request(request).await {
+    /// `request` timed into the outbound latency histogram under `op`.
+    async fn timed(&self, op: &'static str, request: Request) -> RequestResult {
+        let started = std::time::Instant::now();
+        let result = self.request(request).await;
+        crate::metrics::record_latency(&self.label, op, started.elapsed());
+        result
+    }
+
+    async fn sent(&self, op: &'static str, request: Request) -> SendResult {
+        match self.timed(op, request).await {
             Ok(Outcome::Sent(result)) => result,
             Ok(other) => SendResult::failed(
                 format!("relay component answered {other:?} to an outbound op"),
@@ -552,13 +567,16 @@ impl AdapterHandle {
         metadata: Map<String, Value>,
         platform: Option<String>,
     ) -> SendResult {
-        self.sent(Request::Send {
-            chat_id: chat_id.into(),
-            content: content.into(),
-            reply_to,
-            metadata: metadata_json(metadata),
-            platform,
-        })
+        self.sent(
+            "send",
+            Request::Send {
+                chat_id: chat_id.into(),
+                content: content.into(),
+                reply_to,
+                metadata: metadata_json(metadata),
+                platform,
+            },
+        )
         .await
     }
 
@@ -570,12 +588,15 @@ impl AdapterHandle {
         content: impl Into<String>,
         metadata: Map<String, Value>,
     ) -> SendResult {
-        self.sent(Request::Edit {
-            chat_id: chat_id.into(),
-            message_id: message_id.into(),
-            content: content.into(),
-            metadata: metadata_json(metadata),
-        })
+        self.sent(
+            "edit",
+            Request::Edit {
+                chat_id: chat_id.into(),
+                message_id: message_id.into(),
+                content: content.into(),
+                metadata: metadata_json(metadata),
+            },
+        )
         .await
     }
 
@@ -586,11 +607,14 @@ impl AdapterHandle {
         metadata: Map<String, Value>,
         content: Option<String>,
     ) -> SendResult {
-        self.sent(Request::Typing {
-            chat_id: chat_id.into(),
-            metadata: metadata_json(metadata),
-            content,
-        })
+        self.sent(
+            "typing",
+            Request::Typing {
+                chat_id: chat_id.into(),
+                metadata: metadata_json(metadata),
+                content,
+            },
+        )
         .await
     }
 
@@ -602,12 +626,15 @@ impl AdapterHandle {
         content: impl Into<String>,
         metadata: Map<String, Value>,
     ) -> SendResult {
-        self.sent(Request::FollowUp {
-            session_key: session_key.into(),
-            kind: kind.into(),
-            content: content.into(),
-            metadata: metadata_json(metadata),
-        })
+        self.sent(
+            "follow_up",
+            Request::FollowUp {
+                session_key: session_key.into(),
+                kind: kind.into(),
+                content: content.into(),
+                metadata: metadata_json(metadata),
+            },
+        )
         .await
     }
 
@@ -617,9 +644,12 @@ impl AdapterHandle {
         chat_id: impl Into<String>,
     ) -> Result<ChatInfo, AdapterError> {
         match self
-            .request(Request::GetChatInfo {
-                chat_id: chat_id.into(),
-            })
+            .timed(
+                "get_chat_info",
+                Request::GetChatInfo {
+                    chat_id: chat_id.into(),
+                },
+            )
             .await
         {
             Ok(Outcome::ChatInfo(info)) => Ok(info),
@@ -632,10 +662,13 @@ impl AdapterHandle {
 
     /// Any other op as a JSON action object (`{"op": ..., ...}`).
     pub async fn raw_action(&self, action: Value, platform: Option<String>) -> SendResult {
-        self.sent(Request::RawAction {
-            action: action.to_string(),
-            platform,
-        })
+        self.sent(
+            "raw_action",
+            Request::RawAction {
+                action: action.to_string(),
+                platform,
+            },
+        )
         .await
     }
 

@@ -18,6 +18,12 @@
 //! past that the adapter stays down (`restart_budget_exhausted`). Other
 //! adapters in the process are not affected.
 //!
+//! Metrics: every adapter publishes its counters and gauges, and an outbound
+//! latency histogram, through the [`metrics`](https://docs.rs/metrics/0.24)
+//! facade, labelled `adapter`; install a recorder before
+//! [`Adapter::spawn`] to export them (the names are listed in
+//! `docs/operations.md`). Without a recorder this is a no-op.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use relay_host::{Adapter, AdapterConfig, Event, Plugin};
@@ -41,6 +47,7 @@ mod bindings;
 mod config;
 mod handle;
 mod imports;
+mod metrics;
 mod plugin;
 mod socket;
 mod store;

@@ -32,6 +32,7 @@ const ENV_VARS: &[&str] = &[
     "GATEWAY_RELAY_PLATFORMS",
     "GATEWAY_RELAY_BOT_IDS",
     "GATEWAY_RELAY_SECRET",
+    "RELAY_METRICS_LISTEN",
     "RUST_LOG",
 ];
 /// Short timers for tests.
@@ -575,6 +576,210 @@ async fn echo_agent_replies_pipelined_with_scope_reattached() {
         .map(|v| &v["chat_id"])
         .collect();
     assert_eq!(sent_order, [&json!("dm-9"), &json!("chan1")], "pipelined");
+}
+
+// ----- metrics ---------------------------------------------------------------
+
+/// A loopback address with a port that was free a moment ago.
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// `GET path` over a plain TCP connection: (status line, body).
+async fn http_get(addr: &str, path: &str) -> std::io::Result<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(WAIT, exchange)
+        .await
+        .map_err(|_| std::io::Error::other("timed out"))??;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or("").to_string();
+    Ok((status, body.to_string()))
+}
+
+/// The sum of the samples of `name` whose labels include every `labels`
+/// pair, or `None` when there is none (Prometheus text format).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        let have: Vec<(&str, &str)> = series_labels
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if labels.iter().all(|l| have.contains(l)) {
+            let value: f64 = value.parse().unwrap_or(f64::NAN);
+            total = Some(total.unwrap_or(0.0) + value);
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_serves_prometheus_counters_and_send_latency() {
+    let stub = stub(StubConfig::default()).await;
+    let cfg = TempFile::new("fast.toml", FAST.as_bytes());
+    let url = stub.base_url();
+    let addr = free_addr();
+    let args = [
+        "run",
+        "--connector",
+        &url,
+        "--agent",
+        "echo",
+        "--metrics-listen",
+        &addr,
+        "--config",
+        cfg.path(),
+    ];
+    let mut p = Proc::start(relay_host(&args), "run --metrics-listen");
+    p.wait_line("state ready", |v| is_state(v, "ready"), START)
+        .await;
+
+    // One malformed line, then messages that are echoed.
+    stub.send_line("this is not json").await.unwrap();
+    const N: usize = 3;
+    for i in 0..N {
+        stub.push_inbound(events::dm("discord", &format!("dm-{i}"), "u1", "ping"))
+            .await
+            .unwrap();
+    }
+    for i in 0..N {
+        let chat = format!("dm-{i}");
+        let sent = p
+            .wait_line(
+                "an echo's sent line",
+                |v| v["kind"] == "sent" && v["chat_id"] == chat.as_str(),
+                WAIT,
+            )
+            .await;
+        assert_eq!(sent["result"]["success"], true, "{sent}");
+    }
+
+    // The counters are refreshed at most every 250 ms: poll, bounded.
+    let n = N as f64;
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        let (status, body) = http_get(&addr, "/metrics").await.unwrap();
+        assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+        let ready = sample(&body, "relay_frames_in_total", &[("type", "inbound")])
+            .is_some_and(|v| v >= n)
+            && sample(&body, "relay_frames_out_total", &[("type", "outbound")])
+                .is_some_and(|v| v >= n)
+            && sample(&body, "relay_skipped_lines_total", &[]).is_some_and(|v| v >= 1.0)
+            && sample(
+                &body,
+                "relay_outbound_latency_seconds_count",
+                &[("op", "send")],
+            )
+            .is_some_and(|v| v >= n);
+        if ready {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never caught up: {body}\n{}",
+            p.context()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        sample(&text, "relay_frames_in_total", &[("type", "descriptor")]).is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "relay_skipped_lines_total",
+            &[("reason", "invalid_json")]
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "relay_deliveries_total", &[]).is_some_and(|v| v >= n),
+        "{text}"
+    );
+    assert!(sample(&text, "relay_pending", &[]).is_some(), "{text}");
+    assert!(sample(&text, "relay_undelivered", &[]).is_some(), "{text}");
+    assert!(
+        sample(&text, "relay_guest_memory_bytes", &[]).is_some_and(|v| v > 0.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "relay_guest_restarts_total", &[]) == Some(0.0),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("relay_"))
+            .all(|l| l.contains("adapter=\"relay-1\"")),
+        "every sample has the adapter label: {text}"
+    );
+    let (status, _) = http_get(&addr, "/").await.unwrap();
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+
+    p.signal("INT");
+    assert_eq!(p.wait_exit(WAIT).await, 0, "{}", p.context());
+    check_stdout(&p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_follows_precedence_and_rejects_bad_addresses() {
+    let file = TempFile::new(
+        "metrics.toml",
+        b"connector = \"ws://127.0.0.1:1\"\nmetrics_listen = \"127.0.0.1:9001\"\n",
+    );
+    let (c, _) = config_check(&["--config", file.path()], &[]).await;
+    assert_eq!(c["metrics_listen"], "127.0.0.1:9001");
+    let env = [("RELAY_METRICS_LISTEN", "127.0.0.1:9002")];
+    let (c, _) = config_check(&["--config", file.path()], &env).await;
+    assert_eq!(c["metrics_listen"], "127.0.0.1:9002");
+    let flags = ["--config", file.path(), "--metrics-listen", "[::1]:9003"];
+    let (c, _) = config_check(&flags, &env).await;
+    assert_eq!(c["metrics_listen"], "[::1]:9003");
+    let (c, _) = config_check(&["--connector", "ws://127.0.0.1:1"], &[]).await;
+    assert_eq!(c["metrics_listen"], Value::Null);
+
+    let mut p = Proc::start(
+        relay_host(&[
+            "config",
+            "check",
+            "--connector",
+            "ws://127.0.0.1:1",
+            "--metrics-listen",
+            "localhost",
+        ]),
+        "config check --metrics-listen localhost",
+    );
+    assert_eq!(p.wait_exit(WAIT).await, 2, "{}", p.context());
+    assert!(
+        p.stderr().contains("metrics listen address"),
+        "{}",
+        p.stderr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,6 +118,13 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Serve the metrics in the Prometheus text format at
+    /// http://ADDR/metrics (env RELAY_METRICS_LISTEN, --config key
+    /// `metrics_listen`), e.g. 127.0.0.1:9464. No authentication and no
+    /// TLS: keep it on loopback or a private network.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
     /// TOML file with timers, bounds and host limits (see docs/cli.md). Flags
     /// and environment variables override it; it must not contain `secret`.
     #[arg(long, value_name = "FILE")]
@@ -162,6 +169,7 @@ Environment (flags override the environment, which overrides --config):
   GATEWAY_RELAY_PLATFORMS  comma list of platforms (--platform); items trimmed, empties dropped
   GATEWAY_RELAY_BOT_IDS    JSON {\"<platform>\":{\"botId\":\"...\"}} (--bot-id); malformed: warning, no bot ids
   GATEWAY_RELAY_SECRET     the secret (or the variable named by --secret-env); trimmed
+  RELAY_METRICS_LISTEN     IP:PORT of the Prometheus /metrics listener (--metrics-listen)
   RUST_LOG                 log filter (default info)
   Without a gateway id and a secret the dial is unauthenticated (warning on stderr).
 
@@ -174,7 +182,20 @@ Exit codes:
   3  relay disabled: the connector revoked the credentials (terminal 4401);
      the last stderr line is `relay-host: disabled: <message>`
   A 4401 before any successful handshake is retried with backoff, never an exit.
-  The adapter re-dials after any other close, so `run` keeps running until a signal.";
+  The adapter re-dials after any other close, so `run` keeps running until a signal.
+
+Metrics (--metrics-listen IP:PORT): `GET /metrics` answers in the Prometheus text
+format; every metric has the label adapter=\"relay-N\". Counters:
+relay_frames_in_total{type}, relay_frames_out_total{type},
+relay_skipped_lines_total{reason}, relay_dials_total, relay_reconnects_total,
+relay_unauthorized_total, relay_acks_total, relay_dedupe_hits_total,
+relay_deliveries_total, relay_outbound_timeouts_total, relay_guest_restarts_total.
+Gauges: relay_pending, relay_undelivered, relay_routes, relay_seen_keys,
+relay_guest_memory_bytes, relay_guest_memory_peak_bytes,
+relay_guest_memory_limit_bytes, relay_guest_call_max_seconds. Histogram:
+relay_outbound_latency_seconds{op}. Refreshed at most every 250 ms (1 s when
+idle). The listener has no authentication: keep it on loopback. A listener that
+cannot bind exits 1.";
 
 const INSPECT_AFTER_HELP: &str = "\
 --json prints one object with exactly these keys:

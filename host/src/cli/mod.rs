@@ -6,6 +6,7 @@ mod demo;
 mod exit;
 mod inspect;
 mod logging;
+mod metrics;
 mod output;
 mod run;
 mod settings;

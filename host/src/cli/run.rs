@@ -75,6 +75,18 @@ pub async fn run(settings: Settings) -> Exit {
         agent = settings.agent.as_str(),
         "starting the relay adapter"
     );
+    if let Some(addr) = settings.metrics_listen {
+        match super::metrics::start(addr).await {
+            Ok(local) => tracing::info!(
+                listen = %local,
+                "serving metrics at http://{local}/metrics (no authentication)"
+            ),
+            Err(e) => {
+                logging::final_line(&format!("fatal: {e}"));
+                return Exit::Fatal;
+            }
+        }
+    }
     let agent = settings.agent;
     let (handle, mut events) = match Adapter::spawn(&plugin, settings.config).await {
         Ok(spawned) => spawned,

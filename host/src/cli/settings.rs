@@ -4,6 +4,7 @@
 //! environment.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub const ENV_ID: &str = "GATEWAY_RELAY_ID";
 pub const ENV_PLATFORMS: &str = "GATEWAY_RELAY_PLATFORMS";
 /// JSON object `{"<platform>":{"botId":"..."}}`.
 pub const ENV_BOT_IDS: &str = "GATEWAY_RELAY_BOT_IDS";
+/// Address of the Prometheus metrics listener.
+pub const ENV_METRICS_LISTEN: &str = "RELAY_METRICS_LISTEN";
 
 /// A usage or configuration error (exit 2). The text never contains the secret.
 #[derive(Debug)]
@@ -51,6 +54,8 @@ pub struct Settings {
     pub component: Option<PathBuf>,
     /// How messages are answered.
     pub agent: Agent,
+    /// Where to serve `GET /metrics` (Prometheus text format), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Things worth a warning on stderr (never containing the secret).
     pub warnings: Vec<String>,
 }
@@ -63,6 +68,7 @@ struct FileConfig {
     gateway_id: Option<String>,
     platforms: Option<Vec<String>>,
     bot_ids: Option<BTreeMap<String, String>>,
+    metrics_listen: Option<String>,
     /// Only here to refuse it with a clear message (never read).
     secret: Option<toml::Value>,
     token_ttl_secs: Option<i64>,
@@ -273,12 +279,32 @@ pub fn resolve(
     config.secret = secret;
     apply_file(&mut config, &file)?;
 
+    // Metrics listener.
+    let metrics_listen = match args
+        .metrics_listen
+        .clone()
+        .or_else(|| env_set(ENV_METRICS_LISTEN))
+        .or(file.metrics_listen.clone())
+    {
+        None => None,
+        Some(addr) => match addr.trim().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                return err(format!(
+                    "invalid metrics listen address {addr:?}: expected IP:PORT, for example \
+                     127.0.0.1:9464"
+                ));
+            }
+        },
+    };
+
     Ok(Settings {
         config,
         dial_url,
         secret_env,
         component: args.component.clone(),
         agent: args.agent,
+        metrics_listen,
         warnings,
     })
 }
@@ -399,6 +425,7 @@ pub fn effective_json(settings: &Settings) -> Value {
             .as_ref()
             .map(|p| p.display().to_string()),
         "agent": settings.agent.as_str(),
+        "metrics_listen": settings.metrics_listen.map(|a| a.to_string()),
         "token_ttl_secs": c.token_ttl_secs,
         "handshake_timeout_ms": millis(c.handshake_timeout),
         "outbound_timeout_ms": millis(c.outbound_timeout),
