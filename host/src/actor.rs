@@ -42,7 +42,13 @@ pub(crate) async fn spawn(
     let (events, event_rx) = mpsc::unbounded_channel();
     let (ack_tx, acks) = mpsc::unbounded_channel();
     let (io_tx, io) = mpsc::unbounded_channel();
-    let span = tracing::info_span!("relay_adapter", adapter = %label);
+    // Every log line of this adapter carries its id and primary platform.
+    let platform = config
+        .identities
+        .first()
+        .map(|i| i.platform.clone())
+        .unwrap_or_else(|| "relay".to_owned());
+    let span = tracing::info_span!("relay_adapter", adapter = %label, platform = %platform);
     crate::metrics::describe();
     let mut actor = Actor {
         plugin: plugin.clone(),
@@ -445,6 +451,7 @@ impl Actor {
                 let id = self.next_request;
                 self.next_request += 1;
                 let is_shutdown = matches!(request, Request::Shutdown);
+                tracing::debug!(request = id, op = request.op(), "relay request issued");
                 live.store
                     .data_mut()
                     .pending

@@ -390,6 +390,25 @@ pub(crate) enum Request {
     ReleaseRedial,
 }
 
+impl Request {
+    /// The command's name, for logs and metrics.
+    pub(crate) fn op(&self) -> &'static str {
+        match self {
+            Request::Send { .. } => "send",
+            Request::Edit { .. } => "edit",
+            Request::Typing { .. } => "typing",
+            Request::FollowUp { .. } => "follow_up",
+            Request::GetChatInfo { .. } => "get_chat_info",
+            Request::RawAction { .. } => "raw_action",
+            Request::Interrupt { .. } => "interrupt",
+            Request::Shutdown => "shutdown",
+            Request::GoDormant => "go_dormant",
+            Request::HoldRedial => "hold_redial",
+            Request::ReleaseRedial => "release_redial",
+        }
+    }
+}
+
 /// A synchronous export call.
 #[derive(Debug)]
 pub(crate) enum Query {
@@ -523,15 +542,16 @@ impl AdapterHandle {
     }
 
     /// `request` timed into the outbound latency histogram under `op`.
-    async fn timed(&self, op: &'static str, request: Request) -> RequestResult {
+    async fn timed(&self, request: Request) -> RequestResult {
+        let op = request.op();
         let started = std::time::Instant::now();
         let result = self.request(request).await;
         crate::metrics::record_latency(&self.label, op, started.elapsed());
         result
     }
 
-    async fn sent(&self, op: &'static str, request: Request) -> SendResult {
-        match self.timed(op, request).await {
+    async fn sent(&self, request: Request) -> SendResult {
+        match self.timed(request).await {
             Ok(Outcome::Sent(result)) => result,
             Ok(other) => SendResult::failed(
                 format!("relay component answered {other:?} to an outbound op"),
@@ -567,16 +587,13 @@ impl AdapterHandle {
         metadata: Map<String, Value>,
         platform: Option<String>,
     ) -> SendResult {
-        self.sent(
-            "send",
-            Request::Send {
-                chat_id: chat_id.into(),
-                content: content.into(),
-                reply_to,
-                metadata: metadata_json(metadata),
-                platform,
-            },
-        )
+        self.sent(Request::Send {
+            chat_id: chat_id.into(),
+            content: content.into(),
+            reply_to,
+            metadata: metadata_json(metadata),
+            platform,
+        })
         .await
     }
 
@@ -588,15 +605,12 @@ impl AdapterHandle {
         content: impl Into<String>,
         metadata: Map<String, Value>,
     ) -> SendResult {
-        self.sent(
-            "edit",
-            Request::Edit {
-                chat_id: chat_id.into(),
-                message_id: message_id.into(),
-                content: content.into(),
-                metadata: metadata_json(metadata),
-            },
-        )
+        self.sent(Request::Edit {
+            chat_id: chat_id.into(),
+            message_id: message_id.into(),
+            content: content.into(),
+            metadata: metadata_json(metadata),
+        })
         .await
     }
 
@@ -607,14 +621,11 @@ impl AdapterHandle {
         metadata: Map<String, Value>,
         content: Option<String>,
     ) -> SendResult {
-        self.sent(
-            "typing",
-            Request::Typing {
-                chat_id: chat_id.into(),
-                metadata: metadata_json(metadata),
-                content,
-            },
-        )
+        self.sent(Request::Typing {
+            chat_id: chat_id.into(),
+            metadata: metadata_json(metadata),
+            content,
+        })
         .await
     }
 
@@ -626,15 +637,12 @@ impl AdapterHandle {
         content: impl Into<String>,
         metadata: Map<String, Value>,
     ) -> SendResult {
-        self.sent(
-            "follow_up",
-            Request::FollowUp {
-                session_key: session_key.into(),
-                kind: kind.into(),
-                content: content.into(),
-                metadata: metadata_json(metadata),
-            },
-        )
+        self.sent(Request::FollowUp {
+            session_key: session_key.into(),
+            kind: kind.into(),
+            content: content.into(),
+            metadata: metadata_json(metadata),
+        })
         .await
     }
 
@@ -644,12 +652,9 @@ impl AdapterHandle {
         chat_id: impl Into<String>,
     ) -> Result<ChatInfo, AdapterError> {
         match self
-            .timed(
-                "get_chat_info",
-                Request::GetChatInfo {
-                    chat_id: chat_id.into(),
-                },
-            )
+            .timed(Request::GetChatInfo {
+                chat_id: chat_id.into(),
+            })
             .await
         {
             Ok(Outcome::ChatInfo(info)) => Ok(info),
@@ -662,13 +667,10 @@ impl AdapterHandle {
 
     /// Any other op as a JSON action object (`{"op": ..., ...}`).
     pub async fn raw_action(&self, action: Value, platform: Option<String>) -> SendResult {
-        self.sent(
-            "raw_action",
-            Request::RawAction {
-                action: action.to_string(),
-                platform,
-            },
-        )
+        self.sent(Request::RawAction {
+            action: action.to_string(),
+            platform,
+        })
         .await
     }
 

@@ -112,6 +112,18 @@ impl Host for HostState {
                 if pending.is_shutdown {
                     self.stop = true;
                 }
+                if let wit::Completion::Sent(result) = &completion {
+                    tracing::debug!(
+                        adapter = %self.label,
+                        request,
+                        success = result.success,
+                        ambiguous = result.ambiguous,
+                        declined = result.declined,
+                        "relay request completed"
+                    );
+                } else {
+                    tracing::debug!(adapter = %self.label, request, "relay request completed");
+                }
                 // The caller may have given up waiting; that is fine.
                 let _ = pending.reply.send(Ok(completion.into()));
             }
