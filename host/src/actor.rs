@@ -15,8 +15,10 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use wasmtime::Store;
 
-use crate::bindings::{RelayAdapter, wit};
+use crate::bindings::wit;
 use crate::config::{AdapterConfig, millis};
+use crate::engine::native::NativeAdapter;
+use crate::engine::{Guest, Input};
 use crate::handle::{
     AckMsg, AdapterError, AdapterHandle, Answer, Command, Event, EventStream, Health, Query, Reply,
     Request,
@@ -25,6 +27,10 @@ use crate::metrics::{Exporter, REFRESH_IDLE, REFRESH_MIN};
 use crate::plugin::Plugin;
 use crate::socket::{DialPolicy, IoEvent, IoKind, Outgoing, SocketSettings};
 use crate::store::{self, Action, HostState, Pending, StoreParts};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Most bytes of queued text messages merged into one `on-text` call.
+const MERGE_MAX_BYTES: usize = 64 * 1024;
 
 /// Longest trap description put into a `Fatal` event.
 const TRAP_MESSAGE_MAX_BYTES: usize = 2048;
@@ -79,6 +85,7 @@ pub(crate) async fn spawn(
         instances: 0,
         next_request: 1,
         queue: VecDeque::new(),
+        io_stash: None,
         deadline: None,
         restart_at: None,
         backoff: Duration::ZERO,
@@ -132,20 +139,8 @@ fn wit_config(config: &AdapterConfig) -> wit::Config {
 /// A live instance.
 struct Live {
     store: Store<HostState>,
-    bindings: RelayAdapter,
+    guest: Guest,
     started: Instant,
-}
-
-/// One export call's input.
-enum Input {
-    Open(u32),
-    DialFailed(u32, u16, String),
-    Text(u32, String),
-    Binary(u32, Vec<u8>),
-    Closed(u32, u16, String),
-    Deadline,
-    Delivery(u64, bool),
-    Request(u64, Request),
 }
 
 struct Actor {
@@ -178,6 +173,8 @@ struct Actor {
     next_request: u64,
     /// Inputs produced by the previous call (imports never re-enter).
     queue: VecDeque<Input>,
+    /// A socket event read while merging texts, handled next.
+    io_stash: Option<IoEvent>,
     deadline: Option<Instant>,
     restart_at: Option<Instant>,
     backoff: Duration,
@@ -193,15 +190,32 @@ struct Actor {
 
 impl Actor {
     async fn run(mut self) {
+        // Timers live across iterations and are reset only when their
+        // instant changes: a fresh `Sleep` per iteration costs a timer-wheel
+        // insert and removal for every message.
+        let deadline_timer = tokio::time::sleep_until(far_future());
+        tokio::pin!(deadline_timer);
+        let mut armed: Option<Instant> = None;
+        let mut metrics_tick = tokio::time::interval(REFRESH_IDLE);
+        metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.stopping {
             if let Some(input) = self.queue.pop_front() {
                 self.feed(input).await;
                 self.refresh_metrics(false).await;
                 continue;
             }
-            let deadline = self.deadline;
+            if let Some(event) = self.io_stash.take() {
+                self.on_io(event).await;
+                self.refresh_metrics(false).await;
+                continue;
+            }
+            if self.deadline != armed {
+                armed = self.deadline;
+                if let Some(at) = armed {
+                    deadline_timer.as_mut().reset(at);
+                }
+            }
             let restart_at = self.restart_at;
-            let metrics_at = self.metrics_at + REFRESH_IDLE;
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command).await,
@@ -210,21 +224,18 @@ impl Actor {
                         break;
                     }
                 },
-                Some(ack) = self.acks.recv() => {
-                    if self.live.is_some() && ack.instance == self.instances {
-                        self.feed(Input::Delivery(ack.delivery, ack.accept)).await;
-                    }
-                }
+                Some(ack) = self.acks.recv() => self.on_ack(ack).await,
                 Some(event) = self.io.recv() => self.on_io(event).await,
-                () = sleep_until(deadline), if deadline.is_some() => {
+                () = &mut deadline_timer, if armed.is_some() => {
                     self.deadline = None;
+                    armed = None;
                     self.feed(Input::Deadline).await;
                 }
                 () = sleep_until(restart_at), if restart_at.is_some() => {
                     self.restart_at = None;
                     self.restart().await;
                 }
-                () = tokio::time::sleep_until(metrics_at) => {}
+                _ = metrics_tick.tick() => {}
             }
             self.refresh_metrics(false).await;
         }
@@ -248,16 +259,24 @@ impl Actor {
             label: self.label.clone(),
         };
         let mut store = store::new_store(self.plugin.engine(), &self.config, parts);
-        let bindings = self.plugin.instantiate(&mut store).await?;
-        store::reset_budget(&mut store);
-        let started = bindings
-            .hermes_relay_adapter()
-            .call_start(&mut store, &self.wit_config)
-            .await;
-        store::report_log_flood(store.data_mut());
+        let (guest, started) = if self.plugin.is_native() {
+            match NativeAdapter::start(&self.wit_config, store.data_mut()) {
+                Ok(adapter) => (Guest::Native(Box::new(adapter)), Ok(Ok(()))),
+                Err(reason) => return Err(AdapterError::Start(reason)),
+            }
+        } else {
+            let bindings = self.plugin.instantiate(&mut store).await?;
+            store::reset_budget(&mut store);
+            let started = bindings
+                .hermes_relay_adapter()
+                .call_start(&mut store, &self.wit_config)
+                .await;
+            store::report_log_flood(store.data_mut());
+            (Guest::Component(Box::new(bindings)), started)
+        };
         self.live = Some(Live {
             store,
-            bindings,
+            guest,
             started: Instant::now(),
         });
         match started {
@@ -427,7 +446,19 @@ impl Actor {
         }
     }
 
+    async fn on_ack(&mut self, ack: AckMsg) {
+        if self.live.is_some() && ack.instance == self.instances {
+            self.feed(Input::Delivery(ack.delivery, ack.accept)).await;
+        }
+    }
+
     async fn on_command(&mut self, command: Command) {
+        // Verdicts already given go first: a gateway that accepts a message
+        // and then replies expects the accept to count before the reply
+        // (whose result can make the connector send more).
+        while let Ok(ack) = self.acks.try_recv() {
+            self.on_ack(ack).await;
+        }
         match command {
             Command::Request(request, reply) => {
                 if matches!(request, Request::Shutdown) {
@@ -488,11 +519,47 @@ impl Actor {
         let input = match event.kind {
             IoKind::Opened => Input::Open(event.conn),
             IoKind::DialFailed { code, reason } => Input::DialFailed(event.conn, code, reason),
-            IoKind::Text(text) => Input::Text(event.conn, text),
+            IoKind::Text(text) => {
+                Input::Text(event.conn, self.merge_texts(event.conn, event.token, text))
+            }
             IoKind::Binary(data) => Input::Binary(event.conn, data),
             IoKind::Closed { code, reason } => Input::Closed(event.conn, code, reason),
         };
         self.feed(input).await;
+    }
+
+    /// `first` plus the text messages of the same connection already queued
+    /// behind it, up to [`MERGE_MAX_BYTES`]: one export call for a burst.
+    /// The component reads the connection as one byte stream split on
+    /// `\n` (frames may span messages), so feeding the concatenation is
+    /// the same as feeding the parts in turn. The first other event is kept
+    /// for the next turn of the loop.
+    fn merge_texts(&mut self, conn: u32, token: u64, first: Utf8Bytes) -> Utf8Bytes {
+        if self.io_stash.is_some() || first.len() >= MERGE_MAX_BYTES {
+            return first;
+        }
+        let mut merged: Option<String> = None;
+        while let Ok(next) = self.io.try_recv() {
+            let same = next.conn == conn && next.token == token;
+            match next.kind {
+                IoKind::Text(text) if same => {
+                    let buf = merged.get_or_insert_with(|| {
+                        let mut buf = String::with_capacity(MERGE_MAX_BYTES.min(4 * first.len()));
+                        buf.push_str(first.as_str());
+                        buf
+                    });
+                    buf.push_str(text.as_str());
+                    if buf.len() >= MERGE_MAX_BYTES {
+                        break;
+                    }
+                }
+                kind => {
+                    self.io_stash = Some(IoEvent { kind, ..next });
+                    break;
+                }
+            }
+        }
+        merged.map_or(first, Utf8Bytes::from)
     }
 
     /// One export call for `input`, then its effects.
@@ -504,21 +571,7 @@ impl Actor {
             return;
         };
         store::reset_budget(&mut live.store);
-        let guest = live.bindings.hermes_relay_adapter();
-        let s = &mut live.store;
-        let result = match input {
-            Input::Open(conn) => guest.call_on_open(s, conn).await,
-            Input::DialFailed(conn, code, reason) => {
-                guest.call_on_dial_failed(s, conn, code, &reason).await
-            }
-            Input::Text(conn, text) => guest.call_on_text(s, conn, &text).await,
-            Input::Binary(conn, data) => guest.call_on_binary(s, conn, &data).await,
-            Input::Closed(conn, code, reason) => guest.call_on_closed(s, conn, code, &reason).await,
-            Input::Deadline => guest.call_on_deadline(s).await,
-            Input::Delivery(delivery, true) => guest.call_accept_delivery(s, delivery).await,
-            Input::Delivery(delivery, false) => guest.call_reject_delivery(s, delivery).await,
-            Input::Request(id, request) => call_request(guest, s, id, request).await,
-        };
+        let result = live.guest.feed(&mut live.store, input).await;
         store::report_log_flood(live.store.data_mut());
         match result {
             Ok(()) => self.after_call(),
@@ -539,59 +592,7 @@ impl Actor {
         };
         let is_stats = matches!(query, Query::Stats);
         store::reset_budget(&mut live.store);
-        let guest = live.bindings.hermes_relay_adapter();
-        let s = &mut live.store;
-        let result = match query {
-            Query::State => guest
-                .call_current_state(s)
-                .await
-                .map(|st| Answer::State(st.into())),
-            Query::Descriptor(platform) => guest
-                .call_descriptor(s, platform.as_deref())
-                .await
-                .map(Answer::Text),
-            Query::MaxMessageLength(chat) => guest
-                .call_max_message_length(s, chat.as_deref())
-                .await
-                .map(Answer::Number),
-            Query::MessageLen(chat, text) => guest
-                .call_message_len(s, chat.as_deref(), &text)
-                .await
-                .map(Answer::Number),
-            Query::SupportsOp(chat, op) => guest
-                .call_supports_op(s, chat.as_deref(), &op)
-                .await
-                .map(Answer::Flag),
-            Query::FrontsPlatform(platform) => guest
-                .call_fronts_platform(s, &platform)
-                .await
-                .map(Answer::Flag),
-            Query::Stats => guest.call_stats(s).await.map(|t| Answer::Text(Some(t))),
-            Query::Health => match guest.call_current_state(&mut *s).await {
-                Ok(state) => guest
-                    .call_stats(s)
-                    .await
-                    .map(|t| Answer::Guest(state.into(), t)),
-                Err(trap) => Err(trap),
-            },
-            Query::PrimeRoute {
-                chat_id,
-                platform,
-                scope_id,
-                user_id,
-                profile,
-            } => guest
-                .call_prime_route(
-                    s,
-                    &chat_id,
-                    &platform,
-                    scope_id.as_deref(),
-                    user_id.as_deref(),
-                    profile.as_deref(),
-                )
-                .await
-                .map(|()| Answer::Unit),
-        };
+        let result = live.guest.query(&mut live.store, query).await;
         store::report_log_flood(live.store.data_mut());
         match result {
             Ok(answer) => {
@@ -720,6 +721,7 @@ impl Actor {
             }
         }
         self.queue.clear();
+        self.io_stash = None;
         self.deadline = None;
     }
 
@@ -769,89 +771,18 @@ fn refuse<T>(reply: Reply<T>) {
     let _ = reply.send(Err(AdapterError::Stopped));
 }
 
-async fn call_request(
-    guest: &crate::bindings::guest::Guest,
-    s: &mut Store<HostState>,
-    id: u64,
-    request: Request,
-) -> wasmtime::Result<()> {
-    match request {
-        Request::Send {
-            chat_id,
-            content,
-            reply_to,
-            metadata,
-            platform,
-        } => {
-            guest
-                .call_send(
-                    s,
-                    id,
-                    &chat_id,
-                    &content,
-                    reply_to.as_deref(),
-                    &metadata,
-                    platform.as_deref(),
-                )
-                .await
-        }
-        Request::Edit {
-            chat_id,
-            message_id,
-            content,
-            metadata,
-        } => {
-            guest
-                .call_edit(s, id, &chat_id, &message_id, &content, &metadata)
-                .await
-        }
-        Request::Typing {
-            chat_id,
-            metadata,
-            content,
-        } => {
-            guest
-                .call_typing(s, id, &chat_id, &metadata, content.as_deref())
-                .await
-        }
-        Request::FollowUp {
-            session_key,
-            kind,
-            content,
-            metadata,
-        } => {
-            guest
-                .call_follow_up(s, id, &session_key, &kind, &content, &metadata)
-                .await
-        }
-        Request::GetChatInfo { chat_id } => guest.call_get_chat_info(s, id, &chat_id).await,
-        Request::RawAction { action, platform } => {
-            guest
-                .call_raw_action(s, id, &action, platform.as_deref())
-                .await
-        }
-        Request::Interrupt {
-            session_key,
-            reason,
-        } => {
-            guest
-                .call_interrupt(s, id, &session_key, reason.as_deref())
-                .await
-        }
-        Request::Shutdown => guest.call_shutdown(s, id).await,
-        Request::GoDormant => guest.call_go_dormant(s, id).await,
-        Request::HoldRedial => guest.call_hold_redial(s, id).await,
-        Request::ReleaseRedial => guest.call_release_redial(s, id).await,
-    }
-}
-
 /// The tokio instant of a WIT `instant` (ns on the guest's monotonic clock).
 /// Unrepresentable instants become "a year from now" (effectively never).
 fn instant_at(origin: std::time::Instant, ns: u64) -> Instant {
     let origin = Instant::from_std(origin);
     origin
         .checked_add(Duration::from_nanos(ns))
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400))
+        .unwrap_or_else(far_future)
+}
+
+/// An instant no timer of ours reaches (a disarmed `Sleep`).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 86_400)
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -45,6 +45,7 @@
 mod actor;
 mod bindings;
 mod config;
+mod engine;
 mod handle;
 mod imports;
 mod metrics;

@@ -59,7 +59,8 @@ pub struct Plugin {
 
 struct Inner {
     engine: Engine,
-    pre: RelayAdapterPre<HostState>,
+    /// `None` for [`Plugin::native`].
+    pre: Option<RelayAdapterPre<HostState>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -102,6 +103,11 @@ impl Plugin {
     pub fn from_bytes(wasm: &[u8]) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // Profiling aid (docs/contributing.md): /tmp/perf-PID.map names the
+        // guest's JIT code for `perf report`.
+        if std::env::var_os("RELAY_WASM_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         spawn_epoch_ticker(&engine)?;
         let component =
@@ -116,8 +122,31 @@ impl Plugin {
             .and_then(RelayAdapterPre::new)
             .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
         Ok(Self {
-            inner: Arc::new(Inner { engine, pre }),
+            inner: Arc::new(Inner {
+                engine,
+                pre: Some(pre),
+            }),
         })
+    }
+
+    /// No component: adapters spawned from this plugin run the same
+    /// relay-core state machine compiled into the host, driven by the same
+    /// actor loop and the same import implementations, without the sandbox
+    /// (no memory cap, no CPU budget, no trap recovery; a bug is a host
+    /// bug). It exists to measure what the sandbox costs
+    /// (`relay-host run --native`, `docs/benchmarks.md`); use the component
+    /// in production.
+    pub fn native() -> Result<Self, PluginError> {
+        let engine =
+            Engine::new(&Config::new()).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner { engine, pre: None }),
+        })
+    }
+
+    /// Whether this is [`Plugin::native`].
+    pub fn is_native(&self) -> bool {
+        self.inner.pre.is_none()
     }
 
     /// The engine every instance of this component runs on.
@@ -130,9 +159,12 @@ impl Plugin {
         &self,
         store: &mut Store<HostState>,
     ) -> Result<RelayAdapter, PluginError> {
-        let bindings = self
-            .inner
-            .pre
+        let Some(pre) = &self.inner.pre else {
+            return Err(PluginError::Instantiate(
+                "the native plugin has no component".to_owned(),
+            ));
+        };
+        let bindings = pre
             .instantiate_async(&mut *store)
             .await
             .map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;

@@ -10,6 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
@@ -52,6 +53,9 @@ pub(crate) fn next_token() -> u64 {
     NEXT_TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Most queued messages written behind one flush.
+const WRITE_BURST: usize = 64;
+
 /// What the writer sends.
 pub(crate) enum Outgoing {
     /// One text message.
@@ -70,10 +74,17 @@ pub(crate) struct IoEvent {
 /// Kinds of [`IoEvent`].
 pub(crate) enum IoKind {
     Opened,
-    DialFailed { code: u16, reason: String },
-    Text(String),
+    DialFailed {
+        code: u16,
+        reason: String,
+    },
+    /// Tungstenite's own buffer, passed on without a copy.
+    Text(Utf8Bytes),
     Binary(Vec<u8>),
-    Closed { code: u16, reason: String },
+    Closed {
+        code: u16,
+        reason: String,
+    },
 }
 
 /// Socket settings taken from the adapter config.
@@ -251,11 +262,24 @@ async fn run_connection(
                     Control::Close(code, reason) => close_message(code, &reason),
                 },
             };
-            let closing = matches!(message, Message::Close(_));
-            sink.send(message).await?;
-            if closing {
+            if matches!(message, Message::Close(_)) {
+                sink.send(message).await?;
                 return Ok::<(), WsError>(());
             }
+            sink.feed(message).await?;
+            // What is already queued goes out with it: one flush (one write
+            // syscall) per burst instead of one per message.
+            for _ in 0..WRITE_BURST {
+                match out.try_recv() {
+                    Ok(Outgoing::Text(text)) => sink.feed(Message::text(text)).await?,
+                    Ok(Outgoing::Close(code, reason)) => {
+                        sink.send(close_message(code, &reason)).await?;
+                        return Ok(());
+                    }
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await?;
         }
     };
 
@@ -275,7 +299,7 @@ async fn run_connection(
             let far = Instant::now() + Duration::from_secs(86_400);
             tokio::select! {
                 next = stream.next() => match next {
-                    Some(Ok(Message::Text(text))) => report.send(IoKind::Text(text.as_str().to_owned())),
+                    Some(Ok(Message::Text(text))) => report.send(IoKind::Text(text)),
                     Some(Ok(Message::Binary(data))) => report.send(IoKind::Binary(data.to_vec())),
                     Some(Ok(Message::Pong(_))) => pong_due = None,
                     Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}

@@ -806,6 +806,56 @@ async fn shutdown_resolves_closes_the_socket_and_ends_the_adapter() {
     assert!(!handle.is_running());
 }
 
+/// `Plugin::native` (the benchmarks' native row) drives the same machine
+/// through the same actor and imports: same frames, routes, acks, queries
+/// and shutdown as the component, and no guest memory.
+#[tokio::test]
+async fn the_native_plugin_speaks_the_same_protocol_without_the_sandbox() {
+    let native = Plugin::native().expect("native plugin");
+    assert!(native.is_native() && !plugin().is_native());
+    let stub = stub().await;
+    let (handle, mut events) = spawn_on(&native, config(&stub)).await;
+    handshake(&stub, &mut events, 1).await;
+
+    stub.send_inbound(events::discord_text("buffered"), Some("buf-1"))
+        .await
+        .unwrap();
+    let event = message(&mut events).await;
+    assert_eq!(
+        (event.text.as_str(), event.chat_id.as_str()),
+        ("buffered", "chan1")
+    );
+    assert_eq!(event.scope_id.as_deref(), Some("guildA"));
+    event.accept();
+    stub.wait_for_ack("buf-1", WAIT).await.unwrap();
+
+    let result = send(&handle, "chan1", "echo").await;
+    assert!(result.success, "{result:?}");
+    assert_eq!(result.message_id.as_deref(), Some("m1"));
+    let sent = stub.wait_for_frame_type("outbound", WAIT).await.unwrap();
+    let id = sent.request_id().unwrap().to_string();
+    assert!(is_request_id(&id), "{id}");
+    let action = &sent.json.unwrap()["action"];
+    assert_eq!(action["metadata"]["scope_id"], "guildA", "{action}");
+
+    assert_eq!(handle.state().await.unwrap(), State::Ready);
+    assert!(handle.supports_op(None, "send").await.unwrap());
+    let stats = handle.stats().await.unwrap();
+    assert_eq!(
+        (stats["acks"].as_u64(), stats["dials"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    assert_eq!(stats["guest_memory_bytes"], 0, "{stats}");
+
+    tokio::time::timeout(WAIT, handle.shutdown())
+        .await
+        .expect("shutdown resolves")
+        .unwrap();
+    assert_eq!(state_detail(&mut events, State::Stopped).await, "shutdown");
+    assert_eq!(stub.frames_of_type("going_idle").len(), 1);
+}
+
 // ------------------------------------------- real component: sockets
 
 #[tokio::test]

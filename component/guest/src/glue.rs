@@ -132,18 +132,21 @@ fn drain(machine: &mut Machine) {
             Output::Close { conn, code, reason } => host::close(conn, code, &reason),
             Output::SetDeadline(at) => host::set_deadline(at),
             Output::Deliver(d) => {
-                let e = &d.event;
+                // Moved, not cloned: the event is dropped right after.
+                let e = *d.event;
+                let message_type = e.message_type.as_str().to_owned();
+                let source = e.source;
                 host::deliver(&WitEvent {
                     delivery: d.delivery,
-                    buffer_id: d.buffer_id.clone(),
-                    platform: e.source.platform.clone(),
-                    chat_id: e.source.chat_id.clone(),
-                    chat_type: e.source.chat_type.clone(),
-                    user_id: e.source.user_id.clone(),
-                    scope_id: e.source.scope_id.clone(),
-                    thread_id: e.source.thread_id.clone(),
-                    message_type: e.message_type.as_str().to_owned(),
-                    text: e.text.clone(),
+                    buffer_id: d.buffer_id,
+                    platform: source.platform,
+                    chat_id: source.chat_id,
+                    chat_type: source.chat_type,
+                    user_id: source.user_id,
+                    scope_id: source.scope_id,
+                    thread_id: source.thread_id,
+                    message_type,
+                    text: e.text,
                     json: d.json,
                 });
             }

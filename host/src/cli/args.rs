@@ -114,6 +114,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub component: Option<PathBuf>,
 
+    /// Benchmarking only: run the same relay-core state machine compiled
+    /// into this binary instead of the sandboxed component (no memory cap,
+    /// no CPU budget, no trap recovery). It isolates what the sandbox costs;
+    /// see docs/benchmarks.md.
+    #[arg(long, conflicts_with = "component")]
+    pub native: bool,
+
     /// Log format on stderr (filter with RUST_LOG; default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -64,7 +64,15 @@ fn run_command(args: &RunArgs) -> Exit {
     };
     match runtime() {
         Ok(rt) => {
-            let exit = rt.block_on(run::run(settings));
+            // On a worker, not the main thread: the adapter's actor and the
+            // event loop then share a thread instead of waking each other
+            // across threads on every event.
+            let exit = rt.block_on(async {
+                tokio::spawn(run::run(settings)).await.unwrap_or_else(|e| {
+                    logging::final_line(&format!("fatal: the event loop failed: {e}"));
+                    Exit::Fatal
+                })
+            });
             // Connection tasks may still be closing; do not wait for them.
             rt.shutdown_background();
             exit

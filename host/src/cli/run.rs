@@ -1,15 +1,18 @@
 //! `relay-host run`: one adapter, its events as JSON lines on stdout, the
 //! `print` / `echo` agents, signals and exit codes.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use relay_host::{Adapter, AdapterError, AdapterHandle, Event, MessageEvent, Plugin, SendResult};
 use serde::Serialize;
 use serde_json::Map;
 use serde_json::value::RawValue;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::args::Agent;
@@ -38,6 +41,10 @@ enum Stop {
     OutputClosed(std::io::Error),
 }
 
+/// The echo agent's sends in flight: polled by the event loop itself (no
+/// task per message); each yields its chat id and result for the `sent` line.
+type Sends = FuturesUnordered<Pin<Box<dyn Future<Output = (String, SendResult)> + Send>>>;
+
 /// What one event asks of the loop.
 enum Next {
     Continue,
@@ -59,6 +66,7 @@ pub async fn run(settings: Settings) -> Exit {
     };
 
     let plugin = match &settings.component {
+        _ if settings.native => Plugin::native(),
         Some(path) => Plugin::from_file(path),
         None => Plugin::shared(),
     };
@@ -102,14 +110,14 @@ pub async fn run(settings: Settings) -> Exit {
         }
     };
 
-    let out = Arc::new(JsonLines::stdout());
-    let mut sends: JoinSet<()> = JoinSet::new();
+    let out = JsonLines::stdout();
+    let mut sends = Sends::new();
 
     let stop = loop {
         tokio::select! {
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
-            Some(_) = sends.join_next(), if !sends.is_empty() => {}
+            Some((chat_id, result)) = sends.next(), if !sends.is_empty() => print_sent(&out, &chat_id, &result),
             event = events.next() => match event {
                 None => break Stop::Ended,
                 Some(event) => {
@@ -142,6 +150,9 @@ pub async fn run(settings: Settings) -> Exit {
                             tracing::warn!(error = %e, "shutdown did not complete cleanly");
                         }
                     }
+                    Some((chat_id, result)) = sends.next(), if !sends.is_empty() => {
+                        print_sent(&out, &chat_id, &result);
+                    }
                     event = events.next(), if !stream_done => match event {
                         None => stream_done = true,
                         Some(event) => {
@@ -164,7 +175,9 @@ pub async fn run(settings: Settings) -> Exit {
             }
             // Sends still in flight resolve once the adapter stopped.
             let _ = tokio::time::timeout_at(deadline, async {
-                while sends.join_next().await.is_some() {}
+                while let Some((chat_id, result)) = sends.next().await {
+                    print_sent(&out, &chat_id, &result);
+                }
             })
             .await;
             tracing::info!("relay adapter stopped");
@@ -209,8 +222,8 @@ fn on_event(
     event: Event,
     agent: Agent,
     handle: &AdapterHandle,
-    out: &Arc<JsonLines>,
-    sends: &mut JoinSet<()>,
+    out: &JsonLines,
+    sends: &mut Sends,
 ) -> Next {
     match event {
         Event::Message(message) => on_message(message, agent, handle, out, sends),
@@ -270,8 +283,8 @@ fn on_message(
     message: MessageEvent,
     agent: Agent,
     handle: &AdapterHandle,
-    out: &Arc<JsonLines>,
-    sends: &mut JoinSet<()>,
+    out: &JsonLines,
+    sends: &mut Sends,
 ) -> Next {
     let event = event_json(&message.json);
     let line = Line::Message {
@@ -289,20 +302,13 @@ fn on_message(
     message.accept();
     if agent == Agent::Echo {
         let handle = handle.clone();
-        let out = Arc::clone(out);
         // Pipelined: the loop takes the next event while this send waits.
-        sends.spawn(async move {
+        sends.push(Box::pin(async move {
             let result = handle
                 .send(chat_id.clone(), text, None, Map::new(), None)
                 .await;
-            let line = Line::Sent {
-                chat_id: &chat_id,
-                result: SentResult::from(&result),
-            };
-            if let Err(e) = out.line(&line) {
-                tracing::warn!(error = %e, "cannot write a sent line to stdout");
-            }
-        });
+            (chat_id, result)
+        }));
     }
     Next::Continue
 }
@@ -321,6 +327,18 @@ fn event_json(json: &str) -> Box<RawValue> {
         Err(_) => serde_json::Value::String(json.to_string()).to_string(),
     };
     RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// The `sent` line of an echo; a closed stdout is only logged here (the
+/// event loop notices it on the next event line).
+fn print_sent(out: &JsonLines, chat_id: &str, result: &SendResult) {
+    let line = Line::Sent {
+        chat_id,
+        result: SentResult::from(result),
+    };
+    if let Err(e) = out.line(&line) {
+        tracing::warn!(error = %e, "cannot write a sent line to stdout");
+    }
 }
 
 fn print(out: &JsonLines, line: &Line<'_>) -> Next {

@@ -52,6 +52,8 @@ pub struct Settings {
     pub secret_env: String,
     /// `--component`, or `None` for the built-in component.
     pub component: Option<PathBuf>,
+    /// `--native`: relay-core in the host instead of the component.
+    pub native: bool,
     /// How messages are answered.
     pub agent: Agent,
     /// Where to serve `GET /metrics` (Prometheus text format), if anywhere.
@@ -303,6 +305,7 @@ pub fn resolve(
         dial_url,
         secret_env,
         component: args.component.clone(),
+        native: args.native,
         agent: args.agent,
         metrics_listen,
         warnings,
@@ -424,6 +427,7 @@ pub fn effective_json(settings: &Settings) -> Value {
             .component
             .as_ref()
             .map(|p| p.display().to_string()),
+        "native": settings.native,
         "agent": settings.agent.as_str(),
         "metrics_listen": settings.metrics_listen.map(|a| a.to_string()),
         "token_ttl_secs": c.token_ttl_secs,
