@@ -1,16 +1,28 @@
 //! Start-up costs of the adapter: component size, compile time, instantiate
-//! (spawn) time, and time to `ready` against a local stub connector.
+//! (spawn) time, time to `ready` against a local stub connector, and time to
+//! `ready` without the network (instantiate, `start`, socket reported open,
+//! descriptor fed: `relay_host::bench::Harness`).
 //!
 //! `cargo run --release -p relay-host --example startup [-- RUNS]`
 //!
 //! Each figure is the median over RUNS (default 20) fresh adapters; compile
 //! time is the median over 5 compilations.
 
+use relay_host::bench::Harness;
 use relay_host::{Adapter, AdapterConfig, Event, Plugin, State};
 use relay_stub::{StubConfig, StubConnector};
 use std::time::{Duration, Instant};
 
 const WASM: &[u8] = include_bytes!(env!("RELAY_GUEST_WASM"));
+
+/// The descriptor fed to the network-free start-ups.
+const DESCRIPTOR_LINE: &str = concat!(
+    r#"{"type":"descriptor","descriptor":{"contract_version":1,"platform":"discord","#,
+    r#""label":"Bench","max_message_length":2000,"supports_draft_streaming":false,"#,
+    r#""supports_edit":true,"supports_threads":false,"markdown_dialect":"plain","#,
+    r#""len_unit":"chars"}}"#,
+    "\n"
+);
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -52,6 +64,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         readies.push(t.elapsed());
         handle.shutdown().await?;
     }
+    let (mut offline, mut offline_native) = (Vec::new(), Vec::new());
+    let native = Plugin::native()?;
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let harness = Harness::new(&plugin, DESCRIPTOR_LINE).await?;
+        offline.push(t.elapsed());
+        drop(harness);
+        let t = Instant::now();
+        let harness = Harness::new(&native, DESCRIPTOR_LINE).await?;
+        offline_native.push(t.elapsed());
+        drop(harness);
+    }
     println!("component size:           {} bytes", WASM.len());
     println!(
         "compile (Component::new): {:?} (median of 5)",
@@ -64,6 +88,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "spawn to ready (loopback): {:?} (median of {runs})",
         median(readies)
+    );
+    println!(
+        "ready without network:    {:?} (median of {runs}; native core: {:?})",
+        median(offline),
+        median(offline_native)
     );
     Ok(())
 }

@@ -102,7 +102,7 @@ pub(crate) async fn spawn(
 }
 
 /// The WIT config record for `config`.
-fn wit_config(config: &AdapterConfig) -> wit::Config {
+pub(crate) fn wit_config(config: &AdapterConfig) -> wit::Config {
     wit::Config {
         identities: config
             .identities

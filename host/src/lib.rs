@@ -43,6 +43,8 @@
 #![warn(missing_docs)]
 
 mod actor;
+#[doc(hidden)]
+pub mod bench;
 mod bindings;
 mod config;
 mod engine;

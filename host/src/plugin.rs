@@ -101,15 +101,30 @@ impl Plugin {
 
     /// A component from its bytes (component binary format, not precompiled).
     pub fn from_bytes(wasm: &[u8]) -> Result<Self, PluginError> {
+        Self::compile(wasm, true)
+    }
+
+    /// Benchmark support, not API: the built-in component compiled without
+    /// epoch interruption, so without the per-call CPU budget (and its
+    /// yields). `host/benches/component.rs` measures what the epoch checks
+    /// cost; never run untrusted input on it.
+    #[doc(hidden)]
+    pub fn without_epoch_interruption() -> Result<Self, PluginError> {
+        Self::compile(include_bytes!(env!("RELAY_GUEST_WASM")), false)
+    }
+
+    fn compile(wasm: &[u8], epoch: bool) -> Result<Self, PluginError> {
         let mut config = Config::new();
-        config.epoch_interruption(true);
+        config.epoch_interruption(epoch);
         // Profiling aid (docs/contributing.md): /tmp/perf-PID.map names the
         // guest's JIT code for `perf report`.
         if std::env::var_os("RELAY_WASM_PERFMAP").is_some_and(|v| v == "1") {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        spawn_epoch_ticker(&engine)?;
+        if epoch {
+            spawn_epoch_ticker(&engine)?;
+        }
         let component =
             Component::new(&engine, wasm).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
         let mut linker = Linker::<HostState>::new(&engine);

@@ -53,6 +53,12 @@ pub(crate) fn next_token() -> u64 {
     NEXT_TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Tungstenite's read chunk. Its default (128 KiB) is zero-filled before
+/// every read and stays resident per connection: with many idle adapters
+/// that is most of their memory, and with small frames most of a read's
+/// cost. Larger messages still grow the buffer as needed.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Most queued messages written behind one flush.
 const WRITE_BURST: usize = 64;
 
@@ -216,6 +222,7 @@ async fn run_connection(
         Err(reason) => return report.send(IoKind::DialFailed { code: 0, reason }),
     };
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));
     ensure_tls_provider();

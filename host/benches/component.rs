@@ -1,0 +1,157 @@
+//! Per-frame cost through the sandbox: the same work as relay-core's
+//! `inbound/decode_route_event` and `outbound/send_with_result` benches,
+//! fed through [`relay_host::bench::Harness`] (the host's engine layer and
+//! `host` imports, no actor, socket or gateway channel in the timed path).
+//!
+//! Benchmark ids (cited in docs/benchmarks.md; keep them stable), each with
+//! the engines `native` (relay-core in the host), `component` (the shipped
+//! component, epoch interruption on) and `component_no_epoch`:
+//! - `engine_inbound/*`: one `inbound` frame (`on-text`) and its accept
+//!   (`accept-delivery`): two export calls.
+//! - `engine_outbound/*`: one `send` and its `outbound_result` (`on-text`):
+//!   two export calls.
+//!
+//! Run with `cargo bench -p relay-host --bench component`.
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use relay_host::Plugin;
+use relay_host::bench::Harness;
+use tokio::runtime::Runtime;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// The benchmark rig's descriptor (its loadgen's answer to every hello).
+const DESCRIPTOR_LINE: &str = concat!(
+    r#"{"type":"descriptor","descriptor":{"contract_version":1,"platform":"discord","#,
+    r#""label":"Bench","max_message_length":2000,"supports_draft_streaming":false,"#,
+    r#""supports_edit":true,"supports_threads":false,"markdown_dialect":"plain","#,
+    r#""len_unit":"chars"}}"#,
+    "\n"
+);
+
+/// Distinct inbound lines: more than the routing cache (4096), so every
+/// capture evicts in steady state, as in a rig run.
+const INBOUND_LINES: usize = 8192;
+/// Chats routed before the outbound benchmark; sends cycle through them.
+const ROUTED_CHATS: usize = 1024;
+
+/// The rig loadgen's inbound frame for `seq`, with its `\n`.
+fn inbound_line(seq: usize) -> Utf8Bytes {
+    Utf8Bytes::from(format!(
+        concat!(
+            r#"{{"type":"inbound","event":{{"text":"bench {seq}","message_type":"text","#,
+            r#""source":{{"platform":"discord","chat_id":"c{seq}","chat_type":"channel","#,
+            r#""user_id":"u{seq}","scope_id":"g{seq}","guild_id":"g{seq}"}},"#,
+            r#""message_id":"i{seq}"}}}}"#,
+            "\n"
+        ),
+        seq = seq
+    ))
+}
+
+/// The rig's `outbound_result` for the `outbound` frame `frame`.
+fn result_line(frame: &str) -> Utf8Bytes {
+    const KEY: &str = r#""requestId":""#;
+    let start = frame.find(KEY).expect("outbound frame has a requestId") + KEY.len();
+    let len = frame[start..].find('"').expect("requestId is a string");
+    let id = &frame[start..start + len];
+    Utf8Bytes::from(format!(
+        "{{\"type\":\"outbound_result\",\"requestId\":\"{id}\",\"result\":{{\"success\":true,\"message_id\":\"m123\"}}}}\n"
+    ))
+}
+
+fn engines() -> Vec<(&'static str, Plugin)> {
+    vec![
+        ("native", Plugin::native().expect("native plugin")),
+        ("component", Plugin::new().expect("component compiles")),
+        (
+            "component_no_epoch",
+            Plugin::without_epoch_interruption().expect("component compiles"),
+        ),
+    ]
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn engine_inbound(c: &mut Criterion) {
+    let rt = runtime();
+    let lines: Vec<Utf8Bytes> = (0..INBOUND_LINES).map(inbound_line).collect();
+    let mut group = c.benchmark_group("engine_inbound");
+    for (name, plugin) in engines() {
+        let mut harness = rt
+            .block_on(Harness::new(&plugin, DESCRIPTOR_LINE))
+            .expect("harness ready");
+        let mut next = 0usize;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let line = lines[next % INBOUND_LINES].clone();
+                        next += 1;
+                        let delivered = harness.inbound(line).await.expect("inbound");
+                        assert_eq!(delivered, 1, "one message per line");
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+fn engine_outbound(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("engine_outbound");
+    for (name, plugin) in engines() {
+        let mut harness = rt
+            .block_on(async {
+                let mut h = Harness::new(&plugin, DESCRIPTOR_LINE).await?;
+                for seq in 0..ROUTED_CHATS {
+                    h.inbound(inbound_line(seq)).await?;
+                }
+                Ok::<_, String>(h)
+            })
+            .expect("harness ready");
+        let chats: Vec<String> = (0..ROUTED_CHATS).map(|seq| format!("c{seq}")).collect();
+        let mut next = 0usize;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let chat = &chats[next % ROUTED_CHATS];
+                        next += 1;
+                        let frames = harness.send(chat, "bench 123").await.expect("send");
+                        let frame = frames.last().expect("the send is written");
+                        harness
+                            .inbound(result_line(frame))
+                            .await
+                            .expect("result");
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = engine_inbound, engine_outbound
+}
+criterion_main!(benches);

@@ -1,0 +1,172 @@
+//! Benchmark support, not API: drives one instance (component or native)
+//! export call by export call, without the actor, the socket or the
+//! gateway's channels in the timed path, so `host/benches/component.rs`
+//! can put the component's per-frame cost next to the native core's.
+//!
+//! The instance dials a port nothing listens on (its connection task fails
+//! unobserved); the harness then owns the connection's outgoing queue,
+//! reports it open, and feeds the descriptor itself.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use wasmtime::Store;
+
+use crate::actor::wit_config;
+use crate::config::{AdapterConfig, Identity};
+use crate::engine::native::NativeAdapter;
+use crate::engine::{Guest, Input};
+use crate::handle::{AckMsg, Event, Query, Request};
+use crate::plugin::Plugin;
+use crate::socket::{DialPolicy, IoEvent, Outgoing, SocketSettings};
+use crate::store::{self, HostState, Pending, StoreParts};
+
+/// Where the harness's instance "dials": nothing listens there.
+const NOWHERE: &str = "ws://127.0.0.1:9/relay";
+
+/// One Ready instance fronting `discord` / `B1`.
+pub struct Harness {
+    store: Store<HostState>,
+    guest: Guest,
+    conn: u32,
+    events: mpsc::UnboundedReceiver<Event>,
+    acks: mpsc::UnboundedReceiver<AckMsg>,
+    outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    _io: mpsc::UnboundedReceiver<IoEvent>,
+    next_request: u64,
+}
+
+impl Harness {
+    /// Instantiates (or, for [`Plugin::native`], builds) the adapter,
+    /// starts it, and makes it Ready with `descriptor_line`.
+    pub async fn new(plugin: &Plugin, descriptor_line: &str) -> Result<Self, String> {
+        let mut config = AdapterConfig::new(NOWHERE);
+        config.identities = vec![Identity::new("discord", "B1")];
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (acks_tx, acks) = mpsc::unbounded_channel();
+        let (io_tx, io) = mpsc::unbounded_channel();
+        let parts = StoreParts {
+            instance: 1,
+            events: events_tx,
+            acks: acks_tx,
+            dial_policy: DialPolicy::for_connector(NOWHERE),
+            sockets: SocketSettings {
+                connect_timeout: Duration::from_secs(1),
+                ping_interval: Duration::from_secs(30),
+                ping_timeout: Duration::from_secs(60),
+                max_message_bytes: 1 << 20,
+            },
+            io: io_tx,
+            label: "bench".into(),
+        };
+        let mut store = store::new_store(plugin.engine(), &config, parts);
+        let wit = wit_config(&config);
+        let guest = if plugin.is_native() {
+            Guest::Native(Box::new(NativeAdapter::start(&wit, store.data_mut())?))
+        } else {
+            let bindings = plugin
+                .instantiate(&mut store)
+                .await
+                .map_err(|e| e.to_string())?;
+            store::reset_budget(&mut store);
+            bindings
+                .hermes_relay_adapter()
+                .call_start(&mut store, &wit)
+                .await
+                .map_err(|e| format!("start trapped: {e:#}"))??;
+            Guest::Component(Box::new(bindings))
+        };
+        let conn = *store
+            .data()
+            .conns
+            .keys()
+            .next()
+            .ok_or("the adapter did not dial")?;
+        let (out_tx, outgoing) = mpsc::unbounded_channel();
+        if let Some(c) = store.data_mut().conns.get_mut(&conn) {
+            c.task.abort();
+            c.out = out_tx;
+            c.open = true;
+        }
+        let mut harness = Self {
+            store,
+            guest,
+            conn,
+            events,
+            acks,
+            outgoing,
+            _io: io,
+            next_request: 1,
+        };
+        harness.feed(Input::Open(conn)).await?;
+        harness
+            .feed(Input::Text(conn, Utf8Bytes::from(descriptor_line.to_owned())))
+            .await?;
+        harness.drain_outgoing();
+        match harness.guest.query(&mut harness.store, Query::State).await {
+            Ok(crate::handle::Answer::State(crate::handle::State::Ready)) => Ok(harness),
+            Ok(other) => Err(format!("not ready after the descriptor: {other:?}")),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
+    async fn feed(&mut self, input: Input) -> Result<(), String> {
+        store::reset_budget(&mut self.store);
+        self.guest
+            .feed(&mut self.store, input)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// One socket message (`on-text`), then an accept (`accept-delivery`)
+    /// for every message event it produced. Returns the events' count.
+    pub async fn inbound(&mut self, text: Utf8Bytes) -> Result<usize, String> {
+        self.feed(Input::Text(self.conn, text)).await?;
+        let mut delivered = 0;
+        while let Ok(event) = self.events.try_recv() {
+            if let Event::Message(message) = event {
+                delivered += 1;
+                message.accept();
+            }
+        }
+        while let Ok(ack) = self.acks.try_recv() {
+            self.feed(Input::Delivery(ack.delivery, ack.accept)).await?;
+        }
+        Ok(delivered)
+    }
+
+    /// One `send` command; returns the frames it wrote (the outbound frame).
+    pub async fn send(&mut self, chat_id: &str, content: &str) -> Result<Vec<String>, String> {
+        let id = self.next_request;
+        self.next_request += 1;
+        let (reply, _answer) = oneshot::channel();
+        self.store.data_mut().pending.insert(
+            id,
+            Pending {
+                reply,
+                is_shutdown: false,
+            },
+        );
+        let request = Request::Send {
+            chat_id: chat_id.to_owned(),
+            content: content.to_owned(),
+            reply_to: None,
+            metadata: "{}".to_owned(),
+            platform: None,
+        };
+        self.feed(Input::Request(id, request)).await?;
+        Ok(self.drain_outgoing())
+    }
+
+    /// Texts the instance wrote since the last call.
+    pub fn drain_outgoing(&mut self) -> Vec<String> {
+        let mut texts = Vec::new();
+        while let Ok(out) = self.outgoing.try_recv() {
+            if let Outgoing::Text(text) = out {
+                texts.push(text);
+            }
+        }
+        texts
+    }
+}
