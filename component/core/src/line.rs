@@ -59,7 +59,7 @@ impl LineDecoder {
     /// Feeds one message's bytes; appends what complete lines decode to.
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<LineItem>) {
         while !data.is_empty() {
-            let newline = data.iter().position(|&b| b == b'\n');
+            let newline = memchr::memchr(b'\n', data);
             if self.discarding {
                 match newline {
                     Some(i) => {
