@@ -130,10 +130,7 @@ fn engine_outbound(c: &mut Criterion) {
                         next += 1;
                         let frames = harness.send(chat, "bench 123").await.expect("send");
                         let frame = frames.last().expect("the send is written");
-                        harness
-                            .inbound(result_line(frame))
-                            .await
-                            .expect("result");
+                        harness.inbound(result_line(frame)).await.expect("result");
                     }
                     start.elapsed()
                 })

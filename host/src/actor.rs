@@ -29,6 +29,9 @@ use crate::socket::{DialPolicy, IoEvent, IoKind, Outgoing, SocketSettings};
 use crate::store::{self, Action, HostState, Pending, StoreParts};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+/// Most delivery verdicts passed in one `answer-deliveries` call.
+const ANSWERS_PER_CALL: usize = 1024;
+
 /// Most bytes of queued text messages merged into one `on-text` call.
 const MERGE_MAX_BYTES: usize = 64 * 1024;
 
@@ -446,9 +449,22 @@ impl Actor {
         }
     }
 
-    async fn on_ack(&mut self, ack: AckMsg) {
-        if self.live.is_some() && ack.instance == self.instances {
-            self.feed(Input::Delivery(ack.delivery, ack.accept)).await;
+    /// `first` and the verdicts queued behind it (up to
+    /// [`ANSWERS_PER_CALL`]), in one export call.
+    async fn on_ack(&mut self, first: AckMsg) {
+        let mut answers = Vec::new();
+        let mut next = Some(first);
+        while let Some(ack) = next.take() {
+            // Verdicts for an earlier instance are stale.
+            if ack.instance == self.instances {
+                answers.push((ack.delivery, ack.accept));
+            }
+            if answers.len() < ANSWERS_PER_CALL {
+                next = self.acks.try_recv().ok();
+            }
+        }
+        if self.live.is_some() && !answers.is_empty() {
+            self.feed(Input::Deliveries(answers)).await;
         }
     }
 

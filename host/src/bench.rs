@@ -101,7 +101,10 @@ impl Harness {
         };
         harness.feed(Input::Open(conn)).await?;
         harness
-            .feed(Input::Text(conn, Utf8Bytes::from(descriptor_line.to_owned())))
+            .feed(Input::Text(
+                conn,
+                Utf8Bytes::from(descriptor_line.to_owned()),
+            ))
             .await?;
         harness.drain_outgoing();
         match harness.guest.query(&mut harness.store, Query::State).await {
@@ -130,8 +133,11 @@ impl Harness {
                 message.accept();
             }
         }
-        while let Ok(ack) = self.acks.try_recv() {
-            self.feed(Input::Delivery(ack.delivery, ack.accept)).await?;
+        let answers: Vec<(u64, bool)> = std::iter::from_fn(|| self.acks.try_recv().ok())
+            .map(|ack| (ack.delivery, ack.accept))
+            .collect();
+        if !answers.is_empty() {
+            self.feed(Input::Deliveries(answers)).await?;
         }
         Ok(delivered)
     }

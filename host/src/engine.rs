@@ -22,7 +22,8 @@ pub(crate) enum Input {
     Binary(u32, Vec<u8>),
     Closed(u32, u16, String),
     Deadline,
-    Delivery(u64, bool),
+    /// Verdicts in the order the gateway gave them.
+    Deliveries(Vec<(u64, bool)>),
     Request(u64, Request),
 }
 
@@ -82,8 +83,11 @@ async fn feed_component(
         Input::Binary(conn, data) => guest.call_on_binary(s, conn, &data).await,
         Input::Closed(conn, code, reason) => guest.call_on_closed(s, conn, code, &reason).await,
         Input::Deadline => guest.call_on_deadline(s).await,
-        Input::Delivery(delivery, true) => guest.call_accept_delivery(s, delivery).await,
-        Input::Delivery(delivery, false) => guest.call_reject_delivery(s, delivery).await,
+        Input::Deliveries(answers) => match answers.as_slice() {
+            [(delivery, true)] => guest.call_accept_delivery(s, *delivery).await,
+            [(delivery, false)] => guest.call_reject_delivery(s, *delivery).await,
+            _ => guest.call_answer_deliveries(s, &answers).await,
+        },
         Input::Request(id, request) => request_component(guest, s, id, request).await,
     }
 }

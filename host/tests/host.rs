@@ -472,6 +472,48 @@ async fn inbound_becomes_a_message_and_only_an_accepted_buffered_one_is_acked() 
     assert_eq!(stats["undelivered"], 0, "{stats}");
 }
 
+/// Verdicts given back to back reach the component as one
+/// `answer-deliveries` call (the actor batches what is queued), applied in
+/// order: only the accepted buffered ones are acked.
+#[tokio::test]
+async fn verdicts_given_together_are_applied_in_order() {
+    let stub = stub().await;
+    let (handle, mut events) = spawn(config(&stub)).await;
+    handshake(&stub, &mut events, 1).await;
+    for id in ["buf-a", "buf-b", "buf-c"] {
+        stub.send_inbound(events::discord_text(id), Some(id))
+            .await
+            .unwrap();
+    }
+    let mut messages = Vec::new();
+    for _ in 0..3 {
+        messages.push(message(&mut events).await);
+    }
+    // On this single-threaded runtime the actor does not run between these
+    // three calls, so it finds all three verdicts queued.
+    let mut messages = messages.into_iter();
+    let (a, b, c) = (
+        messages.next().unwrap(),
+        messages.next().unwrap(),
+        messages.next().unwrap(),
+    );
+    assert_eq!(
+        (a.text.as_str(), b.text.as_str(), c.text.as_str()),
+        ("buf-a", "buf-b", "buf-c")
+    );
+    a.accept();
+    b.reject();
+    c.accept();
+    stub.wait_for_ack("buf-c", WAIT).await.unwrap();
+    assert_eq!(stub.acked_buffer_ids(), ["buf-a", "buf-c"]);
+    let stats = handle.stats().await.unwrap();
+    assert_eq!(
+        (stats["acks"].as_u64(), stats["undelivered"].as_u64()),
+        (Some(2), Some(0)),
+        "{stats}"
+    );
+}
+
 #[tokio::test]
 async fn a_message_event_dropped_unanswered_is_rejected() {
     let stub = stub().await;

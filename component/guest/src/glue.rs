@@ -16,16 +16,39 @@ use relay_core::machine::{
     Command, Completion, Config, Identity, Input, Level, Machine, Now, Output, State,
 };
 use relay_core::outcome::SendResult;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 thread_local! {
     static MACHINE: RefCell<Option<Machine>> = const { RefCell::new(None) };
+    /// (monotonic ns, wall ns) of the last wall-clock read.
+    static WALL_SYNC: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
 }
 
+/// The wall clock is read at most once per second of monotonic time and
+/// advanced by the monotonic clock in between (so a wall-clock step shows
+/// within a second): only token expiry reads it, and it saves one import
+/// call per export call.
+const WALL_RESYNC_NS: u64 = 1_000_000_000;
+
 fn now() -> Now {
+    let mono_ns = wasip2::clocks::monotonic_clock::now();
+    let wall_ns = WALL_SYNC.with(|sync| match sync.get() {
+        Some((at, wall_ns)) if mono_ns.saturating_sub(at) < WALL_RESYNC_NS => {
+            wall_ns.saturating_add(mono_ns.saturating_sub(at))
+        }
+        _ => {
+            let wall = wasip2::clocks::wall_clock::now();
+            let wall_ns = wall
+                .seconds
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::from(wall.nanoseconds));
+            sync.set(Some((mono_ns, wall_ns)));
+            wall_ns
+        }
+    });
     Now {
-        mono_ns: wasip2::clocks::monotonic_clock::now(),
-        wall_secs: wasip2::clocks::wall_clock::now().seconds,
+        mono_ns,
+        wall_secs: wall_ns / 1_000_000_000,
     }
 }
 
@@ -264,6 +287,28 @@ pub fn accept_delivery(delivery: u64) {
 
 pub fn reject_delivery(delivery: u64) {
     feed(Input::RejectDelivery(delivery));
+}
+
+/// One clock read and one drain for the whole batch; the outputs queue in
+/// verdict order either way.
+pub fn answer_deliveries(answers: Vec<(u64, bool)>) {
+    MACHINE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let Some(machine) = slot.as_mut() else {
+            host::log(LogLevel::Warn, "relay adapter: input before start ignored");
+            return;
+        };
+        let now = now();
+        for (delivery, accept) in answers {
+            let input = if accept {
+                Input::AcceptDelivery(delivery)
+            } else {
+                Input::RejectDelivery(delivery)
+            };
+            machine.handle(now, input);
+        }
+        drain(machine);
+    });
 }
 
 pub fn send(

@@ -58,6 +58,10 @@ impl Guest for Component {
         machine::reject_delivery(delivery);
     }
 
+    fn answer_deliveries(answers: Vec<(u64, bool)>) {
+        machine::answer_deliveries(answers);
+    }
+
     fn send(
         request: u64,
         chat_id: String,

@@ -61,6 +61,16 @@ impl Guest for Component {
         machine::reject_delivery(delivery);
     }
 
+    fn answer_deliveries(answers: Vec<(u64, bool)>) {
+        for (delivery, accept) in answers {
+            if accept {
+                machine::accept_delivery(delivery);
+            } else {
+                machine::reject_delivery(delivery);
+            }
+        }
+    }
+
     fn send(
         request: u64,
         chat_id: String,

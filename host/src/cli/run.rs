@@ -5,10 +5,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 
-use relay_host::{Adapter, AdapterError, AdapterHandle, Event, MessageEvent, Plugin, SendResult};
+use relay_host::{
+    Adapter, AdapterError, AdapterHandle, Event, EventStream, MessageEvent, Plugin, SendResult,
+};
 use serde::Serialize;
 use serde_json::Map;
 use serde_json::value::RawValue;
@@ -112,21 +114,35 @@ pub async fn run(settings: Settings) -> Exit {
 
     let out = JsonLines::stdout();
     let mut sends = Sends::new();
+    let mut taken = Vec::new();
 
     let stop = loop {
+        if let Err(e) = settle(&out, &mut taken, agent, &handle, &mut sends) {
+            break Stop::OutputClosed(e);
+        }
         tokio::select! {
             _ = sigint.recv() => break Stop::Signal("SIGINT"),
             _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
-            Some((chat_id, result)) = sends.next(), if !sends.is_empty() => print_sent(&out, &chat_id, &result),
+            Some((chat_id, result)) = sends.next(), if !sends.is_empty() => {
+                print_sent(&out, &chat_id, &result);
+                while let Some(Some((chat_id, result))) = sends.next().now_or_never() {
+                    print_sent(&out, &chat_id, &result);
+                }
+            }
             event = events.next() => match event {
                 None => break Stop::Ended,
                 Some(event) => {
-                    if let Next::Stop(stop) = on_event(event, agent, &handle, &out, &mut sends) {
+                    if let Next::Stop(stop) = on_burst(event, &mut events, &out, &mut taken) {
                         break stop;
                     }
                 }
             },
         }
+    };
+    // What was printed before the stop is reported (and its messages taken).
+    let stop = match settle(&out, &mut taken, agent, &handle, &mut sends) {
+        Err(e) if !matches!(stop, Stop::OutputClosed(_)) => Stop::OutputClosed(e),
+        _ => stop,
     };
 
     match stop {
@@ -143,6 +159,9 @@ pub async fn run(settings: Settings) -> Exit {
             // Keep serving events until the adapter is gone: a message that
             // lands before `going_idle_ack` is still delivered live.
             while !(shutdown_done && stream_done) {
+                if let Err(e) = settle(&out, &mut taken, agent, &handle, &mut sends) {
+                    tracing::warn!(error = %e, "stdout closed during shutdown");
+                }
                 tokio::select! {
                     result = &mut shutdown, if !shutdown_done => {
                         shutdown_done = true;
@@ -157,7 +176,7 @@ pub async fn run(settings: Settings) -> Exit {
                         None => stream_done = true,
                         Some(event) => {
                             if let Next::Stop(Stop::OutputClosed(e)) =
-                                on_event(event, agent, &handle, &out, &mut sends)
+                                on_event(event, &out, &mut taken)
                             {
                                 tracing::warn!(error = %e, "stdout closed during shutdown");
                             }
@@ -173,6 +192,9 @@ pub async fn run(settings: Settings) -> Exit {
                     }
                 }
             }
+            if let Err(e) = settle(&out, &mut taken, agent, &handle, &mut sends) {
+                tracing::warn!(error = %e, "stdout closed during shutdown");
+            }
             // Sends still in flight resolve once the adapter stopped.
             let _ = tokio::time::timeout_at(deadline, async {
                 while let Some((chat_id, result)) = sends.next().await {
@@ -180,6 +202,9 @@ pub async fn run(settings: Settings) -> Exit {
                 }
             })
             .await;
+            if let Err(e) = out.flush() {
+                tracing::warn!(error = %e, "stdout closed during shutdown");
+            }
             tracing::info!("relay adapter stopped");
             Exit::Ok
         }
@@ -217,16 +242,69 @@ async fn courtesy_shutdown(handle: &AdapterHandle) {
     }
 }
 
-/// Prints one event and answers it.
-fn on_event(
-    event: Event,
+/// Most events taken in one burst before the lines are written.
+const BURST_EVENTS: usize = 256;
+
+/// `first` and the events already queued behind it (up to
+/// [`BURST_EVENTS`]), so their lines go out in one write.
+fn on_burst(
+    first: Event,
+    events: &mut EventStream,
+    out: &JsonLines,
+    taken: &mut Vec<MessageEvent>,
+) -> Next {
+    if let Next::Stop(stop) = on_event(first, out, taken) {
+        return Next::Stop(stop);
+    }
+    for _ in 1..BURST_EVENTS {
+        let Some(event) = events.try_next() else {
+            break;
+        };
+        if let Next::Stop(stop) = on_event(event, out, taken) {
+            return Next::Stop(stop);
+        }
+    }
+    Next::Continue
+}
+
+/// Writes the buffered lines, then answers the messages they reported:
+/// accepted (and echoed) once their line is out; rejected if stdout is
+/// gone (not reported, so not taken: the connector may replay them).
+fn settle(
+    out: &JsonLines,
+    taken: &mut Vec<MessageEvent>,
     agent: Agent,
     handle: &AdapterHandle,
-    out: &JsonLines,
     sends: &mut Sends,
-) -> Next {
+) -> std::io::Result<()> {
+    if let Err(e) = out.flush() {
+        for message in taken.drain(..) {
+            message.reject();
+        }
+        return Err(e);
+    }
+    for message in taken.drain(..) {
+        let chat_id = message.chat_id.clone();
+        let text = message.text.clone();
+        message.accept();
+        if agent == Agent::Echo {
+            let handle = handle.clone();
+            // Pipelined: the loop takes the next event while this send waits.
+            sends.push(Box::pin(async move {
+                let result = handle
+                    .send(chat_id.clone(), text, None, Map::new(), None)
+                    .await;
+                (chat_id, result)
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Prints one event; a message is parked in `taken` until its line is out.
+fn on_event(event: Event, out: &JsonLines, taken: &mut Vec<MessageEvent>) -> Next {
     match event {
-        Event::Message(message) => on_message(message, agent, handle, out, sends),
+        Event::Message(message) => on_message(message, out, taken),
         Event::Interrupt {
             session_key,
             chat_id,
@@ -279,13 +357,7 @@ fn on_event(
     }
 }
 
-fn on_message(
-    message: MessageEvent,
-    agent: Agent,
-    handle: &AdapterHandle,
-    out: &JsonLines,
-    sends: &mut Sends,
-) -> Next {
+fn on_message(message: MessageEvent, out: &JsonLines, taken: &mut Vec<MessageEvent>) -> Next {
     let event = event_json(&message.json);
     let line = Line::Message {
         delivery: message.delivery,
@@ -297,19 +369,7 @@ fn on_message(
         message.reject();
         return Next::Stop(Stop::OutputClosed(e));
     }
-    let chat_id = message.chat_id.clone();
-    let text = message.text.clone();
-    message.accept();
-    if agent == Agent::Echo {
-        let handle = handle.clone();
-        // Pipelined: the loop takes the next event while this send waits.
-        sends.push(Box::pin(async move {
-            let result = handle
-                .send(chat_id.clone(), text, None, Map::new(), None)
-                .await;
-            (chat_id, result)
-        }));
-    }
+    taken.push(message);
     Next::Continue
 }
 

@@ -68,11 +68,15 @@ impl NativeAdapter {
                 },
             ),
             Input::Deadline => self.handle(host, CoreInput::Deadline),
-            Input::Delivery(delivery, true) => {
-                self.handle(host, CoreInput::AcceptDelivery(delivery))
-            }
-            Input::Delivery(delivery, false) => {
-                self.handle(host, CoreInput::RejectDelivery(delivery))
+            Input::Deliveries(answers) => {
+                for (delivery, accept) in answers {
+                    let input = if accept {
+                        CoreInput::AcceptDelivery(delivery)
+                    } else {
+                        CoreInput::RejectDelivery(delivery)
+                    };
+                    self.handle(host, input);
+                }
             }
             Input::Request(request, command) => self.command(host, request, command),
         }
