@@ -94,11 +94,16 @@ fn config_check(args: &RunArgs) -> Exit {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            logging::final_line(&format!("fatal: cannot start the async runtime: {e}"));
-            Exit::Fatal
-        })
+    // One adapter's tasks (actor, socket, event loop) on one CPU: a
+    // single-threaded runtime skips the work-stealing machinery.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        logging::final_line(&format!("fatal: cannot start the async runtime: {e}"));
+        Exit::Fatal
+    })
 }
