@@ -284,9 +284,10 @@ fn settle(
         return Err(e);
     }
     for message in taken.drain(..) {
-        let chat_id = message.chat_id.clone();
-        let text = message.text.clone();
-        message.accept();
+        let MessageEvent {
+            chat_id, text, ack, ..
+        } = message;
+        ack.accept();
         if agent == Agent::Echo {
             let handle = handle.clone();
             // Pipelined: the loop takes the next event while this send waits.
@@ -358,11 +359,19 @@ fn on_event(event: Event, out: &JsonLines, taken: &mut Vec<MessageEvent>) -> Nex
 }
 
 fn on_message(message: MessageEvent, out: &JsonLines, taken: &mut Vec<MessageEvent>) -> Next {
-    let event = event_json(&message.json);
+    // Validated in place and written as is (no copy) when it is compact.
+    let fallback;
+    let event: &RawValue = match serde_json::from_str::<&RawValue>(&message.json) {
+        Ok(raw) if !raw.get().contains(['\n', '\r']) => raw,
+        _ => {
+            fallback = event_json(&message.json);
+            &fallback
+        }
+    };
     let line = Line::Message {
         delivery: message.delivery,
         buffer_id: message.buffer_id.as_deref(),
-        event: &event,
+        event,
     };
     if let Err(e) = out.line(&line) {
         // Not reported, so not taken: the connector may replay it.
@@ -373,15 +382,10 @@ fn on_message(message: MessageEvent, out: &JsonLines, taken: &mut Vec<MessageEve
     Next::Continue
 }
 
-/// The component's event JSON verbatim (its key order kept) when it is
-/// compact JSON; re-serialised when it spans lines; a JSON string if it ever
-/// is not JSON, so the line still parses.
+/// The fallback of [`on_message`] for event JSON that is not compact JSON:
+/// re-serialised when it spans lines; a JSON string if it ever is not
+/// JSON, so the line still parses.
 fn event_json(json: &str) -> Box<RawValue> {
-    if !json.contains(['\n', '\r'])
-        && let Ok(raw) = RawValue::from_string(json.to_string())
-    {
-        return raw;
-    }
     let text = match serde_json::from_str::<serde_json::Value>(json) {
         Ok(value) => value.to_string(),
         Err(_) => serde_json::Value::String(json.to_string()).to_string(),
