@@ -8,6 +8,10 @@ use crate::lenient::{self, Nested};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// Starting capacity of an event's gateway JSON: a plain text event with a
+/// full source renders to 500–700 bytes.
+const EVENT_JSON_CAPACITY: usize = 1024;
+
 /// The kinds of message the gateway distinguishes (§4.1); anything else is text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -483,8 +487,13 @@ impl MessageEvent {
                 delivered_via_relay: !authorization_is_upstream,
             },
         };
-        // Serialising plain data into a String cannot fail.
-        serde_json::to_string(&view).unwrap_or_default()
+        // Sized for a typical event up front (serde_json starts at 128
+        // bytes and doubles); serialising plain data cannot fail.
+        let mut buf = Vec::with_capacity(EVENT_JSON_CAPACITY);
+        if serde_json::to_writer(&mut buf, &view).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
     }
 }
 

@@ -696,9 +696,14 @@ impl Serialize for GatewayFrame {
 impl GatewayFrame {
     /// One compact JSON object plus `\n` (§1.5).
     pub fn encode(&self) -> String {
-        let mut s = serde_json::to_string(self).unwrap_or_default();
-        s.push('\n');
-        s
+        // Sized for a typical frame up front (serde_json starts at 128
+        // bytes and doubles); serialising plain data cannot fail.
+        let mut buf = Vec::with_capacity(512);
+        if serde_json::to_writer(&mut buf, self).is_err() {
+            buf.clear();
+        }
+        buf.push(b'\n');
+        String::from_utf8(buf).unwrap_or_else(|_| "\n".to_owned())
     }
 
     /// Decodes a gateway frame (for tests and connector models; not on the

@@ -85,26 +85,23 @@ impl SendResult {
     ///   projects like `{}` (a failure), and `raw` becomes `"{}"` so it is
     ///   always an object; a valid object's text is kept verbatim.
     pub fn from_result_json(raw: &str) -> Self {
-        match serde_json::from_str::<Value>(raw) {
-            Ok(Value::Object(obj)) => Self::from_object(&obj, raw.to_owned()),
-            _ => Self::from_object(&Map::new(), "{}".to_owned()),
+        match serde_json::from_str::<ResultFields>(raw) {
+            Ok(fields) => Self::from_fields(fields, raw.to_owned()),
+            Err(_) => Self::from_fields(ResultFields::default(), "{}".to_owned()),
         }
     }
 
-    fn from_object(obj: &Map<String, Value>, raw: String) -> Self {
-        let success = obj.get("success").is_some_and(truthy);
-        let code = string_field(obj, "code");
-        let error = string_field(obj, "error");
-        let declined = is_egress_decline(success, false, code.as_deref(), error.as_deref());
+    fn from_fields(f: ResultFields, raw: String) -> Self {
+        let declined = is_egress_decline(f.success, false, f.code.as_deref(), f.error.as_deref());
         Self {
-            success,
-            message_id: id_field(obj, "message_id"),
-            error,
-            code,
+            success: f.success,
+            message_id: f.message_id,
+            error: f.error,
+            code: f.code,
             ambiguous: false,
             declined,
-            thread_id: id_field(obj, "thread_id"),
-            auto_thread_name: string_field(obj, "auto_thread_name"),
+            thread_id: f.thread_id,
+            auto_thread_name: f.auto_thread_name,
             raw,
         }
     }
@@ -279,6 +276,105 @@ fn truthy(value: &Value) -> bool {
     }
 }
 
+/// The fields of a result object, read in one pass: no `Value` tree of the
+/// object, only each known field's own value. A later duplicate key wins,
+/// as in a map; anything but an object is an error.
+#[derive(Debug, Default)]
+struct ResultFields {
+    success: bool,
+    code: Option<String>,
+    error: Option<String>,
+    message_id: Option<String>,
+    thread_id: Option<String>,
+    auto_thread_name: Option<String>,
+}
+
+/// The result keys [`ResultFields`] reads.
+enum ResultKey {
+    Success,
+    Code,
+    Error,
+    MessageId,
+    ThreadId,
+    AutoThreadName,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for ResultKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = ResultKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a result key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<ResultKey, E> {
+                Ok(match key {
+                    "success" => ResultKey::Success,
+                    "code" => ResultKey::Code,
+                    "error" => ResultKey::Error,
+                    "message_id" => ResultKey::MessageId,
+                    "thread_id" => ResultKey::ThreadId,
+                    "auto_thread_name" => ResultKey::AutoThreadName,
+                    _ => ResultKey::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ResultFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+            type Value = ResultFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a result object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ResultFields, A::Error> {
+                let mut f = ResultFields::default();
+                while let Some(key) = map.next_key::<ResultKey>()? {
+                    match key {
+                        ResultKey::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                        ResultKey::Success => f.success = truthy(&map.next_value::<Value>()?),
+                        ResultKey::Code => f.code = string_value(map.next_value()?),
+                        ResultKey::Error => f.error = string_value(map.next_value()?),
+                        ResultKey::MessageId => f.message_id = id_value(map.next_value()?),
+                        ResultKey::ThreadId => f.thread_id = id_value(map.next_value()?),
+                        ResultKey::AutoThreadName => {
+                            f.auto_thread_name = string_value(map.next_value()?);
+                        }
+                    }
+                }
+                Ok(f)
+            }
+        }
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// A non-empty string.
+fn string_value(value: Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+/// A non-empty string, or a JSON integer rendered in decimal.
+fn id_value(value: Value) -> Option<String> {
+    match value {
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        other => string_value(other),
+    }
+}
+
 /// A non-empty string field.
 fn string_field(obj: &Map<String, Value>, key: &str) -> Option<String> {
     match obj.get(key) {
@@ -287,19 +383,74 @@ fn string_field(obj: &Map<String, Value>, key: &str) -> Option<String> {
     }
 }
 
-/// A non-empty string field, or a JSON integer rendered in decimal.
-fn id_field(obj: &Map<String, Value>, key: &str) -> Option<String> {
-    match obj.get(key) {
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        _ => string_field(obj, key),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    /// The projection as a map lookup (what the one-pass reader replaced).
+    fn reference(raw: &str) -> SendResult {
+        let obj = match serde_json::from_str::<Value>(raw) {
+            Ok(Value::Object(obj)) => obj,
+            _ => Map::new(),
+        };
+        let id = |key: &str| match obj.get(key) {
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            _ => string_field(&obj, key),
+        };
+        let success = obj.get("success").is_some_and(truthy);
+        let code = string_field(&obj, "code");
+        let error = string_field(&obj, "error");
+        SendResult {
+            success,
+            message_id: id("message_id"),
+            declined: is_egress_decline(success, false, code.as_deref(), error.as_deref()),
+            error,
+            code,
+            ambiguous: false,
+            thread_id: id("thread_id"),
+            auto_thread_name: string_field(&obj, "auto_thread_name"),
+            raw: String::new(),
+        }
+    }
+
+    fn result_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("null".to_owned()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("1.5".to_owned()),
+            Just("0.0".to_owned()),
+            "[a-z ]{0,6}".prop_map(|s| format!("{s:?}")),
+            Just("egress_declined".to_owned()).prop_map(|s| format!("{s:?}")),
+            Just("[]".to_owned()),
+            Just("[1]".to_owned()),
+            Just("{}".to_owned()),
+            Just(r#"{"a":1}"#.to_owned()),
+        ]
+    }
+
+    proptest! {
+        /// Same projection as a map lookup, duplicates included (last wins).
+        #[test]
+        fn one_pass_result_reading_matches_the_map_projection(
+            entries in proptest::collection::vec(
+                (prop_oneof![
+                    Just("success"), Just("code"), Just("error"), Just("message_id"),
+                    Just("thread_id"), Just("auto_thread_name"), Just("other"),
+                ], result_value()),
+                0..8,
+            )
+        ) {
+            let body: Vec<String> = entries.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+            let raw = format!("{{{}}}", body.join(","));
+            let mut got = SendResult::from_result_json(&raw);
+            prop_assert_eq!(&got.raw, &raw);
+            got.raw = String::new();
+            prop_assert_eq!(got, reference(&raw));
+        }
+    }
 
     const DECLINE_TEXT: &str =
         "discord egress declined: target is not an approved destination for this connection";
