@@ -30,6 +30,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+// Maps keyed by values this machine generates (random request ids, delivery
+// counters) use a fast unkeyed hash: a connector cannot choose those keys,
+// so there are no collisions to force. Maps keyed by connector-sent values
+// (routes, dedupe keys) keep std's keyed SipHash.
+use rustc_hash::FxHashMap;
+
 /// Message of the terminal revocation fatal (§6.16).
 pub const RELAY_DISABLED_MESSAGE: &str =
     "Relay disabled (opted out \u{2014} recreate the instance to re-enable)";
@@ -211,19 +217,51 @@ pub struct Machine {
     default_desc: CapabilityDescriptor,
     platform_desc: HashMap<String, CapabilityDescriptor>,
 
-    pending: HashMap<String, Pending>,
+    pending: FxHashMap<String, Pending>,
     timeouts: BTreeMap<(u64, u64), String>,
     seq: u64,
 
     routes: RoutingCache,
     seen: BoundedSet,
-    in_flight: HashMap<u64, InFlight>,
+    in_flight: FxHashMap<u64, InFlight>,
     key_owner: HashMap<String, u64>,
     next_delivery: u64,
 
     last_deadline: Option<u64>,
     reported: Option<(State, String)>,
     stats: Stats,
+    /// `stats.frames_in`, `frames_out` and `skipped`, counted cheaply.
+    frames_in: LabelCounts,
+    frames_out: LabelCounts,
+    skipped: LabelCounts,
+}
+
+/// Counters by constant label, for the per-frame statistics: a short list
+/// searched by address first (labels are `'static` constants), so counting
+/// a frame compares no strings; by text only if the address is new.
+#[derive(Debug, Clone, Default)]
+struct LabelCounts(Vec<(&'static str, u64)>);
+
+impl LabelCounts {
+    fn bump(&mut self, label: &'static str) {
+        let at = self
+            .0
+            .iter()
+            .position(|(l, _)| std::ptr::eq(*l, label))
+            .or_else(|| self.0.iter().position(|(l, _)| *l == label));
+        match at {
+            Some(i) => self.0[i].1 += 1,
+            None => self.0.push((label, 1)),
+        }
+    }
+
+    fn to_map(&self) -> BTreeMap<&'static str, u64> {
+        let mut map = BTreeMap::new();
+        for (label, n) in &self.0 {
+            *map.entry(*label).or_default() += n;
+        }
+        map
+    }
 }
 
 fn ms(v: u64) -> u64 {
@@ -291,17 +329,20 @@ impl Machine {
             shutdown: None,
             default_desc: CapabilityDescriptor::placeholder(&primary),
             platform_desc: HashMap::new(),
-            pending: HashMap::new(),
+            pending: FxHashMap::default(),
             timeouts: BTreeMap::new(),
             seq: 0,
             routes: RoutingCache::new(cfg.route_capacity),
             seen: BoundedSet::new(cfg.seen_capacity),
-            in_flight: HashMap::new(),
+            in_flight: FxHashMap::default(),
             key_owner: HashMap::new(),
             next_delivery: 1,
             last_deadline: None,
             reported: None,
             stats: Stats::default(),
+            frames_in: LabelCounts::default(),
+            frames_out: LabelCounts::default(),
+            skipped: LabelCounts::default(),
             cfg,
         })
     }
@@ -410,6 +451,9 @@ impl Machine {
     /// Counters and gauges.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
+        s.frames_in = self.frames_in.to_map();
+        s.frames_out = self.frames_out.to_map();
+        s.skipped = self.skipped.to_map();
         s.pending = self.pending.len();
         s.undelivered = self.in_flight.len();
         s.routes = self.routes.len();
@@ -448,11 +492,7 @@ impl Machine {
     }
 
     fn send_frame(&mut self, conn: u32, frame: &GatewayFrame, tag: Option<String>) {
-        *self
-            .stats
-            .frames_out
-            .entry(gateway_label(frame))
-            .or_default() += 1;
+        self.frames_out.bump(gateway_label(frame));
         self.outputs.push_back(Output::SendText {
             conn,
             text: frame.encode(),
@@ -838,11 +878,11 @@ impl Machine {
             }
             match item {
                 LineItem::Skip(reason) => {
-                    *self.stats.skipped.entry(reason.label()).or_default() += 1;
+                    self.skipped.bump(reason.label());
                     self.log(Level::Warn, format!("relay {reason}"));
                 }
                 LineItem::Frame(frame) => {
-                    *self.stats.frames_in.entry(frame_label(&frame)).or_default() += 1;
+                    self.frames_in.bump(frame_label(&frame));
                     self.on_frame(now, conn, frame);
                 }
             }
