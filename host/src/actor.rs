@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use wasmtime::Store;
 
+use crate::admission::Admission;
 use crate::bindings::wit;
 use crate::config::{AdapterConfig, millis};
 use crate::engine::native::NativeAdapter;
@@ -58,6 +59,7 @@ pub(crate) async fn spawn(
         .map(|i| i.platform.clone())
         .unwrap_or_else(|| "relay".to_owned());
     let span = tracing::info_span!("relay_adapter", adapter = %label, platform = %platform);
+    let max_pending = config.max_pending;
     crate::metrics::describe();
     let mut actor = Actor {
         plugin: plugin.clone(),
@@ -96,10 +98,17 @@ pub(crate) async fn spawn(
         shutdown_requested: false,
         metrics: Exporter::default(),
         metrics_at: Instant::now(),
+        admission: Arc::new(Admission::new(max_pending)),
     };
     actor.backoff = actor.config.limits.restart_initial;
     actor.start_instance().instrument(span.clone()).await?;
-    let handle = AdapterHandle::new(command_tx, actor.down_flag.clone(), actor.label.clone());
+    let handle = AdapterHandle::new(
+        command_tx,
+        actor.down_flag.clone(),
+        actor.label.clone(),
+        actor.admission.clone(),
+        actor.config.admission_timeout,
+    );
     tokio::spawn(actor.run().instrument(span));
     Ok((handle, EventStream::new(event_rx)))
 }
@@ -189,6 +198,8 @@ struct Actor {
     metrics: Exporter,
     /// When they were last refreshed.
     metrics_at: Instant,
+    /// The request slots the handles take (closed when the adapter ends).
+    admission: Arc<Admission>,
 }
 
 impl Actor {
@@ -408,6 +419,7 @@ impl Actor {
         );
         stats.insert("guest_call_max_ms".into(), health.guest_call_max_ms.into());
         stats.insert("restarts".into(), health.restarts.into());
+        stats.insert("admission_waiting".into(), self.admission.waiting().into());
     }
 
     /// Linear memory of the live instance (0 without one).
@@ -476,7 +488,7 @@ impl Actor {
             self.on_ack(ack).await;
         }
         match command {
-            Command::Request(request, reply) => {
+            Command::Request(request, reply, slot) => {
                 if matches!(request, Request::Shutdown) {
                     self.shutdown_requested = true;
                 }
@@ -499,10 +511,14 @@ impl Actor {
                 self.next_request += 1;
                 let is_shutdown = matches!(request, Request::Shutdown);
                 tracing::debug!(request = id, op = request.op(), "relay request issued");
-                live.store
-                    .data_mut()
-                    .pending
-                    .insert(id, Pending { reply, is_shutdown });
+                live.store.data_mut().pending.insert(
+                    id,
+                    Pending {
+                        reply,
+                        is_shutdown,
+                        slot,
+                    },
+                );
                 self.feed(Input::Request(id, request)).await;
             }
             Command::Query(query, reply) => {
@@ -762,6 +778,8 @@ impl Actor {
 
     /// The adapter ends: close sockets, answer queued commands, drop the instance.
     fn finish(mut self) {
+        // Callers waiting for a slot fail now instead of after admission.
+        self.admission.close();
         if let Some(live) = self.live.as_mut() {
             for (_, conn) in live.store.data_mut().conns.drain() {
                 if conn.open {
@@ -776,7 +794,7 @@ impl Actor {
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Request(_, reply) => refuse(reply),
+                Command::Request(_, reply, _) => refuse(reply),
                 Command::Query(_, reply) => refuse(reply),
             }
         }

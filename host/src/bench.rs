@@ -152,6 +152,7 @@ impl Harness {
             Pending {
                 reply,
                 is_shutdown: false,
+                slot: None,
             },
         );
         let request = Request::Send {

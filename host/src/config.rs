@@ -96,9 +96,19 @@ pub struct AdapterConfig {
     pub going_idle_timeout: Duration,
     /// On shutdown, how long pending requests may still finish (spec §6.17: 1.5 s).
     pub drain_grace: Duration,
-    /// Outbound requests awaiting a result (default 1024). One more fails at
-    /// once with "relay pending limit reached"; nothing is queued.
+    /// Outbound requests awaiting a result (default 1024). A request made
+    /// while this many await theirs waits for a free slot, in FIFO order
+    /// (see [`admission_timeout`](Self::admission_timeout)); it is never
+    /// refused for being one too many.
     pub max_pending: u32,
+    /// How long a request (`send`, `edit`, `typing`, `follow_up`,
+    /// `get_chat_info`, `raw_action`) waits for a slot when `max_pending`
+    /// requests already await their results (default 60 s). Past it the
+    /// request fails definitely (nothing sent) with
+    /// [`AdapterError::AdmissionTimedOut`](crate::AdapterError::AdmissionTimedOut)
+    /// (as a `SendResult`, `ambiguous: false`). Per call:
+    /// [`AdapterHandle::with_admission_timeout`](crate::AdapterHandle::with_admission_timeout).
+    pub admission_timeout: Duration,
     /// Deliveries awaiting the gateway's accept/reject (default 256). At the
     /// limit the adapter sends `going_idle` so the connector buffers; live
     /// messages still arrive, buffered replays past the limit stay unacked
@@ -154,6 +164,7 @@ impl Default for AdapterConfig {
             going_idle_timeout: Duration::from_secs(2),
             drain_grace: Duration::from_millis(1500),
             max_pending: 1024,
+            admission_timeout: Duration::from_secs(60),
             max_undelivered: 256,
             seen_capacity: 512,
             route_capacity: 4096,

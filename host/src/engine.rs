@@ -206,6 +206,10 @@ async fn query_component(
                 .await
                 .map(|t| Answer::Guest(state.into(), t))
         }
+        Query::HoldRoute { chat_id, hold } => guest
+            .call_hold_route(s, &chat_id, hold)
+            .await
+            .map(|()| Answer::Unit),
         Query::PrimeRoute {
             chat_id,
             platform,

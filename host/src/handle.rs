@@ -6,10 +6,12 @@
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::admission::{Admission, Refusal, Slot};
 use crate::config::AdapterConfig;
 use crate::plugin::{Plugin, PluginError};
 
@@ -34,6 +36,22 @@ pub enum AdapterError {
     /// The component answered with something unexpected.
     #[error("relay component misbehaved: {0}")]
     Guest(String),
+    /// Every request slot (`max_pending`) stayed busy for the caller's
+    /// whole admission timeout
+    /// ([`AdapterConfig::admission_timeout`](crate::AdapterConfig::admission_timeout),
+    /// or [`AdapterHandle::with_admission_timeout`]). Definite: nothing was
+    /// sent.
+    #[error("relay admission timed out: all {slots} request slots stayed busy for {waited:?}")]
+    AdmissionTimedOut {
+        /// The number of slots (`max_pending`).
+        slots: u32,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// The adapter is shutting down or stopped: a request still waiting
+    /// for admission, or made after `shutdown`, is not sent.
+    #[error("{}", relay_core::outcome::TRANSPORT_CLOSED)]
+    Closed,
     /// The adapter is down for good: its restart budget
     /// ([`HostLimits::restart_budget`](crate::HostLimits::restart_budget))
     /// is spent. The text says why (the last trap included).
@@ -391,6 +409,37 @@ pub(crate) enum Request {
 }
 
 impl Request {
+    /// Whether the command can create a pending entry in the component, so
+    /// it needs an admission slot first. Interrupts, shutdown, dormancy and
+    /// redial holds never wait.
+    fn needs_slot(&self) -> bool {
+        matches!(
+            self,
+            Request::Send { .. }
+                | Request::Edit { .. }
+                | Request::Typing { .. }
+                | Request::FollowUp { .. }
+                | Request::GetChatInfo { .. }
+                | Request::RawAction { .. }
+        )
+    }
+
+    /// The chat whose route the request needs (held while it waits).
+    fn route_chat(&self) -> Option<String> {
+        match self {
+            Request::Send { chat_id, .. }
+            | Request::Edit { chat_id, .. }
+            | Request::Typing { chat_id, .. }
+            | Request::GetChatInfo { chat_id } => Some(chat_id.clone()),
+            Request::RawAction { action, .. } => serde_json::from_str::<Value>(action)
+                .ok()?
+                .get("chat_id")?
+                .as_str()
+                .map(str::to_owned),
+            _ => None,
+        }
+    }
+
     /// The command's name, for logs and metrics.
     pub(crate) fn op(&self) -> &'static str {
         match self {
@@ -420,6 +469,11 @@ pub(crate) enum Query {
     FrontsPlatform(String),
     Stats,
     Health,
+    /// Hold (or release) one pin of a chat's route.
+    HoldRoute {
+        chat_id: String,
+        hold: bool,
+    },
     PrimeRoute {
         chat_id: String,
         platform: String,
@@ -448,7 +502,8 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, AdapterError>>;
 /// What handles send to the actor.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Request(Request, Reply<Outcome>),
+    /// A request with its admission slot (held until it completes).
+    Request(Request, Reply<Outcome>, Option<Slot>),
     Query(Query, Reply<Answer>),
 }
 
@@ -478,6 +533,10 @@ pub struct AdapterHandle {
     down: Arc<OnceLock<String>>,
     /// The adapter id (tracing span, metrics label).
     label: Arc<str>,
+    /// Request slots shared by every handle of the adapter.
+    admission: Arc<Admission>,
+    /// How long this handle's calls wait for a slot.
+    admission_timeout: Duration,
 }
 
 /// What a request turned into, before mapping to the public result type.
@@ -493,6 +552,9 @@ enum RequestFailure {
 impl RequestFailure {
     fn send_result(self) -> SendResult {
         match self {
+            RequestFailure::Refused(AdapterError::Closed) => {
+                SendResult::failed(relay_core::outcome::TRANSPORT_CLOSED, false)
+            }
             RequestFailure::Refused(e) => SendResult::failed(e.to_string(), false),
             RequestFailure::Lost => SendResult::failed(AdapterError::Stopped.to_string(), true),
         }
@@ -515,12 +577,35 @@ impl AdapterHandle {
         commands: mpsc::UnboundedSender<Command>,
         down: Arc<OnceLock<String>>,
         label: Arc<str>,
+        admission: Arc<Admission>,
+        admission_timeout: Duration,
     ) -> Self {
         Self {
             commands,
             down,
             label,
+            admission,
+            admission_timeout,
         }
+    }
+
+    /// A handle to the same adapter whose calls wait at most `timeout` for
+    /// a request slot (instead of
+    /// [`AdapterConfig::admission_timeout`](crate::AdapterConfig::admission_timeout)).
+    /// Cheap: use it per call, e.g.
+    /// `handle.with_admission_timeout(Duration::from_secs(2)).send(...)`.
+    #[must_use]
+    pub fn with_admission_timeout(&self, timeout: Duration) -> AdapterHandle {
+        AdapterHandle {
+            admission_timeout: timeout,
+            ..self.clone()
+        }
+    }
+
+    /// Callers of this adapter waiting for a request slot now (every slot
+    /// busy: `max_pending` requests await their results).
+    pub fn admission_waiting(&self) -> usize {
+        self.admission.waiting()
     }
 
     /// Whether the adapter is still running: not stopped, and not down for
@@ -530,8 +615,18 @@ impl AdapterHandle {
     }
 
     async fn request(&self, request: Request) -> RequestResult {
+        let (slot, hold) = if request.needs_slot() {
+            let (slot, hold) = self.admit(&request).await?;
+            (Some(slot), hold)
+        } else {
+            (None, None)
+        };
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Request(request, tx)).is_err() {
+        let sent = self.commands.send(Command::Request(request, tx, slot));
+        // Released after the request is queued: the actor handles it first,
+        // and the request's own pending entry pins the route from then on.
+        drop(hold);
+        if sent.is_err() {
             return Err(RequestFailure::Refused(AdapterError::Stopped));
         }
         match rx.await {
@@ -539,6 +634,35 @@ impl AdapterHandle {
             Ok(Err(e)) => Err(RequestFailure::Refused(e)),
             Err(_) => Err(RequestFailure::Lost),
         }
+    }
+
+    /// A request slot for `request`: at once when one is free, else in FIFO
+    /// order within the admission timeout. While it waits, the route of the
+    /// request's chat is held so the reply still finds it (the caller
+    /// typically accepted that chat's message before replying, which
+    /// released the delivery's own pin). Dropping the wait sends nothing.
+    async fn admit(&self, request: &Request) -> Result<(Slot, Option<RouteHold>), RequestFailure> {
+        let refused = |refusal| {
+            RequestFailure::Refused(match refusal {
+                Refusal::Closed => AdapterError::Closed,
+                Refusal::TimedOut => AdapterError::AdmissionTimedOut {
+                    slots: self.admission.capacity(),
+                    waited: self.admission_timeout,
+                },
+            })
+        };
+        if let Some(slot) = self.admission.try_admit().map_err(refused)? {
+            return Ok((slot, None));
+        }
+        let hold = request
+            .route_chat()
+            .map(|chat_id| RouteHold::new(&self.commands, chat_id));
+        let slot = self
+            .admission
+            .admit(self.admission_timeout)
+            .await
+            .map_err(refused)?;
+        Ok((slot, hold))
     }
 
     /// `request` timed into the outbound latency histogram under `op`.
@@ -690,7 +814,11 @@ impl AdapterHandle {
     /// Go idle, drain and close; the adapter stops for good. Resolves once the
     /// component finished (immediately if it already stopped, or is down
     /// after spending its restart budget: then the adapter task just ends).
+    /// Callers still waiting for a request slot fail with "relay transport
+    /// closed", and so do later requests that would have to wait; admitted
+    /// requests may still finish within the drain grace.
     pub async fn shutdown(&self) -> Result<(), AdapterError> {
+        self.admission.close_waiters();
         match self.done(Request::Shutdown).await {
             Err(AdapterError::Stopped) => Ok(()),
             other => other,
@@ -823,6 +951,40 @@ impl AdapterHandle {
             Answer::Flag(flag) => Ok(flag),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+/// Holds one pin of a chat's route in the component while a caller waits
+/// for admission; dropping it releases the pin. Fire and forget: neither
+/// message waits for an answer, and a stopped adapter needs neither.
+struct RouteHold {
+    commands: mpsc::UnboundedSender<Command>,
+    chat_id: String,
+}
+
+impl RouteHold {
+    fn new(commands: &mpsc::UnboundedSender<Command>, chat_id: String) -> RouteHold {
+        let hold = RouteHold {
+            commands: commands.clone(),
+            chat_id,
+        };
+        hold.send(true);
+        hold
+    }
+
+    fn send(&self, hold: bool) {
+        let (tx, _rx) = oneshot::channel();
+        let query = Query::HoldRoute {
+            chat_id: self.chat_id.clone(),
+            hold,
+        };
+        let _ = self.commands.send(Command::Query(query, tx));
+    }
+}
+
+impl Drop for RouteHold {
+    fn drop(&mut self) {
+        self.send(false);
     }
 }
 

@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod actor;
+mod admission;
 #[doc(hidden)]
 pub mod bench;
 mod bindings;

@@ -54,6 +54,11 @@ const COUNTERS: &[(&str, &str, &str)] = &[
         "Outbound requests that timed out waiting for outbound_result.",
     ),
     (
+        "route_misses",
+        "relay_route_misses_total",
+        "Outbound actions to a chat whose route the routing cache had evicted (sent without routing keys, logged as a warning).",
+    ),
+    (
         "restarts",
         "relay_guest_restarts_total",
         "Re-instantiations of the component after a trap.",
@@ -98,6 +103,18 @@ const GAUGES: &[(&str, &str, f64, &str)] = &[
         "Deliveries awaiting the gateway's accept or reject.",
     ),
     ("routes", "relay_routes", 1.0, "Chats in the routing cache."),
+    (
+        "route_pins",
+        "relay_route_pins",
+        1.0,
+        "Chats whose route is pinned (a delivery awaits its verdict, a request its result, or a caller its admission).",
+    ),
+    (
+        "admission_waiting",
+        "relay_admission_waiting",
+        1.0,
+        "Callers waiting for a request slot (max_pending requests await their results).",
+    ),
     (
         "seen",
         "relay_seen_keys",

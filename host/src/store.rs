@@ -71,6 +71,10 @@ pub(crate) struct Pending {
     pub reply: Reply<Outcome>,
     /// Set for `shutdown`: its completion ends the adapter.
     pub is_shutdown: bool,
+    /// The request's admission slot: freed with this entry, when the request
+    /// completes or its instance is lost.
+    #[allow(dead_code, reason = "held for its Drop, which frees the slot")]
+    pub slot: Option<crate::admission::Slot>,
 }
 
 /// Work an import queued for the actor: an import never re-enters the

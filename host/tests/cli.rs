@@ -175,6 +175,50 @@ impl Proc {
         }
     }
 
+    /// Waits until `n` stdout JSON lines match `pred` (each line is read
+    /// once, so a long output stays linear).
+    async fn wait_count(
+        &self,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+        n: usize,
+        timeout: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.out.changed.subscribe();
+        let (mut read, mut count) = (0, 0);
+        loop {
+            changed.borrow_and_update();
+            {
+                let lines = self.out.lines.lock().unwrap();
+                count += lines[read..]
+                    .iter()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter(|v| pred(v))
+                    .count();
+                read = lines.len();
+            }
+            if count >= n {
+                return;
+            }
+            if self.out.eof.load(Ordering::SeqCst) {
+                panic!(
+                    "stdout ended after {count} of {n} {what}: {}",
+                    tail(&self.stderr(), 40)
+                );
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                panic!(
+                    "timed out after {timeout:?} with {count} of {n} {what}: {}",
+                    tail(&self.stderr(), 40)
+                );
+            }
+        }
+    }
+
     fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -576,6 +620,97 @@ async fn echo_agent_replies_pipelined_with_scope_reattached() {
         .map(|v| &v["chat_id"])
         .collect();
     assert_eq!(sent_order, [&json!("dm-9"), &json!("chan1")], "pipelined");
+}
+
+/// Issue 14: a connector drains a backlog of `chats` messages, one per
+/// distinct chat, in messages of 50 frames; the echo agent answers each
+/// exactly once, routed, with nothing refused or lost (it stops taking
+/// events at `max_pending` sends in flight, so the adapter's bounds make the
+/// connector buffer instead).
+async fn echo_agent_answers_a_burst(chats: usize, extra_config: &str) {
+    let stub = stub(StubConfig::default()).await;
+    let cfg = TempFile::new("fast.toml", format!("{FAST}{extra_config}").as_bytes());
+    let url = stub.base_url();
+    let args = [
+        "run",
+        "--connector",
+        &url,
+        "--agent",
+        "echo",
+        "--config",
+        cfg.path(),
+    ];
+    let mut p = Proc::start(relay_host(&args), "run --agent echo (burst)");
+    p.wait_line("state ready", |v| is_state(v, "ready"), START)
+        .await;
+    let burst = relay_stub::burst::burst_events(chats);
+    stub.push_burst(&burst, 50).await.unwrap();
+    p.wait_count(
+        "sent lines",
+        |v| v["kind"] == "sent",
+        chats,
+        Duration::from_secs(240),
+    )
+    .await;
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(WAIT).await, 0, "{}", tail(&p.stderr(), 40));
+    let lines = check_stdout(&p);
+    let sent: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "sent").collect();
+    let mut delivered: std::collections::BTreeMap<&str, Vec<&Value>> = Default::default();
+    for v in lines.iter().filter(|v| v["kind"] == "message") {
+        let chat = v["event"]["source"]["chat_id"].as_str().unwrap_or("");
+        delivered.entry(chat).or_default().push(&v["buffer_id"]);
+    }
+    let twice: Vec<_> = delivered
+        .iter()
+        .filter(|(_, b)| b.len() > 1)
+        .take(8)
+        .collect();
+    let states: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["kind"] == "fatal" || (v["kind"] == "state" && v["state"] != "ready"))
+        .take(30)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "delivered twice: {twice:?}; states {states:?}"
+    );
+    assert_eq!(sent.len(), chats, "one reply per message");
+    let failed: Vec<&&Value> = sent
+        .iter()
+        .filter(|v| v["result"]["success"] != true)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let messages = lines.iter().filter(|v| v["kind"] == "message").count();
+    assert_eq!(messages, chats, "every message reported once");
+    let audit = stub.with_state(|s| relay_stub::burst::audit_replies(s, chats));
+    assert!(audit.is_clean(), "{}", audit.summary());
+    assert!(
+        !p.stderr().contains("pending limit"),
+        "no reply refused: {}",
+        tail(&p.stderr(), 20)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_agent_answers_every_message_of_a_5000_chat_burst_once_and_routed() {
+    echo_agent_answers_a_burst(5_000, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_agent_answers_every_message_of_a_20000_chat_burst_once_and_routed() {
+    // Default bounds but `seen_capacity`: across the overload drain's
+    // re-dials the stub may replay on the new connection before it has read
+    // the acks still queued on the closed one, and a replay whose accept is
+    // older than the last `seen_capacity` accepted keys is delivered again
+    // (rarely at 512 keys: 0 to 138 of 20,000 in our runs). That window is
+    // the reliability issue's ledger; here the dedupe memory covers it.
+    echo_agent_answers_a_burst(20_000, "seen_capacity = 32768\n").await;
 }
 
 // ----- metrics ---------------------------------------------------------------

@@ -5,6 +5,7 @@
 //! re-attached into a copy (never overwriting a truthy caller value). The
 //! cache is a bounded LRU so a busy gateway cannot grow it without limit.
 
+use crate::bounded::BoundedSet;
 use crate::event::MessageEvent;
 use crate::lenient::is_truthy;
 use serde_json::{Map, Value};
@@ -38,21 +39,30 @@ pub struct Route {
     pub last_message_id: Option<String>,
 }
 
-/// A bounded least-recently-used map.
+/// A bounded least-recently-used map whose keys can be pinned: a pinned key
+/// is never evicted (it leaves the recency order while pinned). The
+/// capacity bounds the unpinned keys, so the map holds at most its capacity
+/// plus the pinned keys.
 #[derive(Debug, Clone)]
 pub struct LruMap<V> {
     entries: HashMap<String, (V, u64)>,
+    /// Unpinned keys by recency tick; eviction pops the first.
     order: BTreeMap<u64, String>,
+    /// Pin counts of pinned keys, present or not (a key pinned before it is
+    /// inserted is pinned from its insertion on).
+    pins: HashMap<String, u32>,
     tick: u64,
     capacity: usize,
 }
 
 impl<V> LruMap<V> {
-    /// An empty map holding at most `capacity` keys (at least one).
+    /// An empty map holding at most `capacity` unpinned keys (at least one)
+    /// besides the pinned ones.
     pub fn new(capacity: usize) -> LruMap<V> {
         LruMap {
             entries: HashMap::new(),
             order: BTreeMap::new(),
+            pins: HashMap::new(),
             tick: 0,
             capacity: capacity.max(1),
         }
@@ -68,35 +78,92 @@ impl<V> LruMap<V> {
         self.entries.is_empty()
     }
 
+    /// Number of distinct pinned keys (held or not).
+    pub fn pinned(&self) -> usize {
+        self.pins.len()
+    }
+
     /// The value for `key` without touching its recency.
     pub fn peek(&self, key: &str) -> Option<&V> {
         self.entries.get(key).map(|(v, _)| v)
     }
 
     /// The value for `key`, inserting `make()` when absent; marks it most
-    /// recent and evicts the least recent key when over capacity.
-    pub fn entry_or_insert_with(&mut self, key: &str, make: impl FnOnce() -> V) -> &mut V {
+    /// recent and evicts the least recent unpinned key when over capacity.
+    /// Returns the value and the key evicted to make room, if any.
+    pub fn entry_or_insert_with(
+        &mut self,
+        key: &str,
+        make: impl FnOnce() -> V,
+    ) -> (&mut V, Option<String>) {
         self.tick += 1;
         let tick = self.tick;
-        if !self.entries.contains_key(key)
-            && self.entries.len() >= self.capacity
+        let mut evicted = None;
+        let pinned = self.pins.contains_key(key);
+        // The capacity bounds the unpinned keys: pinned ones are on top.
+        if !pinned
+            && !self.entries.contains_key(key)
+            && self.order.len() >= self.capacity
             && let Some((_, oldest)) = self.order.pop_first()
         {
             self.entries.remove(&oldest);
+            evicted = Some(oldest);
         }
         let slot = self
             .entries
             .entry(key.to_owned())
-            .or_insert_with(|| (make(), tick));
-        if slot.1 != tick {
-            self.order.remove(&slot.1);
-            slot.1 = tick;
+            .or_insert_with(|| (make(), 0));
+        if !pinned {
+            if slot.1 != 0 {
+                self.order.remove(&slot.1);
+            }
+            self.order.insert(tick, key.to_owned());
         }
-        self.order.insert(tick, key.to_owned());
-        &mut slot.0
+        slot.1 = tick;
+        (&mut slot.0, evicted)
     }
 
-    /// Drops every entry.
+    /// Pins `key` once more; it is not evicted until every pin is released.
+    pub fn pin(&mut self, key: &str) {
+        let count = self.pins.entry(key.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        if *count == 1
+            && let Some((_, tick)) = self.entries.get(key)
+        {
+            self.order.remove(tick);
+        }
+    }
+
+    /// Releases one pin of `key`. Once unpinned, a held key becomes the
+    /// most recent (it was just in use) and the map trims back to its
+    /// capacity; returns the keys evicted by that trim.
+    pub fn unpin(&mut self, key: &str) -> Vec<String> {
+        let Some(count) = self.pins.get_mut(key) else {
+            return Vec::new();
+        };
+        *count -= 1;
+        if *count > 0 {
+            return Vec::new();
+        }
+        self.pins.remove(key);
+        let mut evicted = Vec::new();
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(slot) = self.entries.get_mut(key) {
+            slot.1 = tick;
+            self.order.insert(tick, key.to_owned());
+        }
+        while self.order.len() > self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+            evicted.push(oldest);
+        }
+        evicted
+    }
+
+    /// Drops every entry (pins stay: their holders still release them).
     pub fn clear(&mut self) {
         self.entries.clear();
         self.order.clear();
@@ -107,6 +174,10 @@ impl<V> LruMap<V> {
 #[derive(Debug, Clone)]
 pub struct RoutingCache {
     routes: LruMap<Route>,
+    /// Chats whose route was evicted (as many as the cache holds): a reply
+    /// to one of them is a route miss, reported rather than sent silently
+    /// unrouted.
+    forgotten: BoundedSet,
 }
 
 impl Default for RoutingCache {
@@ -131,6 +202,7 @@ impl RoutingCache {
     pub fn new(capacity: usize) -> RoutingCache {
         RoutingCache {
             routes: LruMap::new(capacity),
+            forgotten: BoundedSet::new(capacity),
         }
     }
 
@@ -142,6 +214,35 @@ impl RoutingCache {
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
+    }
+
+    /// Pins `chat_id`'s route (a delivery awaits its verdict, a request its
+    /// result, or a caller its admission): it is not evicted until every pin
+    /// is released. Chats without a route yet are pinned from capture on.
+    pub fn pin(&mut self, chat_id: &str) {
+        if !chat_id.is_empty() && chat_id.len() <= MAX_ROUTE_VALUE_BYTES {
+            self.routes.pin(chat_id);
+        }
+    }
+
+    /// Releases one pin of `chat_id` (see [`RoutingCache::pin`]).
+    pub fn unpin(&mut self, chat_id: &str) {
+        if !chat_id.is_empty() && chat_id.len() <= MAX_ROUTE_VALUE_BYTES {
+            for chat in self.routes.unpin(chat_id) {
+                self.forgotten.insert(chat);
+            }
+        }
+    }
+
+    /// Chats pinned now (gauge).
+    pub fn pinned(&self) -> usize {
+        self.routes.pinned()
+    }
+
+    /// Whether `chat_id` had a route that was evicted and not relearned:
+    /// an outbound action to it would go out without its routing keys.
+    pub fn is_forgotten(&self, chat_id: &str) -> bool {
+        self.get(chat_id).is_none() && self.forgotten.contains(chat_id)
     }
 
     /// What is known about `chat_id`.
@@ -161,9 +262,12 @@ impl RoutingCache {
         if src.chat_id.is_empty() || src.chat_id.len() > MAX_ROUTE_VALUE_BYTES {
             return;
         }
-        let route = self
+        let (route, evicted) = self
             .routes
             .entry_or_insert_with(&src.chat_id, Route::default);
+        if let Some(chat) = evicted {
+            self.forgotten.insert(chat);
+        }
         if !src.platform.is_empty()
             && src.platform != crate::event::DEFAULT_PLATFORM
             && src.platform.len() <= MAX_ROUTE_VALUE_BYTES
@@ -200,7 +304,10 @@ impl RoutingCache {
         if chat_id.is_empty() {
             return;
         }
-        let route = self.routes.entry_or_insert_with(chat_id, Route::default);
+        let (route, evicted) = self.routes.entry_or_insert_with(chat_id, Route::default);
+        if let Some(chat) = evicted {
+            self.forgotten.insert(chat);
+        }
         if !platform.is_empty() && platform != crate::event::DEFAULT_PLATFORM {
             route.platform = Some(platform.to_owned());
         }
@@ -394,5 +501,49 @@ mod tests {
         assert!(c.get("a").is_some());
         assert!(c.get("b").is_none(), "least recent evicted");
         assert!(c.get("c").is_some());
+    }
+
+    #[test]
+    fn pinned_routes_are_never_evicted_and_the_overshoot_trims_on_release() {
+        let mut c = RoutingCache::new(2);
+        c.pin("a");
+        c.prime("a", "discord", Some("g"), Some("u"), None);
+        c.pin("b");
+        c.prime("b", "discord", None, Some("u"), None);
+        for chat in ["c", "d", "e"] {
+            c.prime(chat, "discord", None, Some("u"), None);
+        }
+        assert!(c.get("a").is_some() && c.get("b").is_some(), "pinned kept");
+        assert!(c.get("c").is_none(), "least recent unpinned evicted");
+        assert!(c.get("d").is_some() && c.get("e").is_some());
+        assert_eq!(c.len(), 4, "capacity (unpinned) + pinned routes");
+        assert_eq!(c.pinned(), 2);
+        c.unpin("a");
+        assert_eq!(c.len(), 3, "unpinned trimmed back to capacity");
+        assert!(c.get("a").is_some(), "just released counts as most recent");
+        assert!(c.get("d").is_none() && c.get("e").is_some());
+        assert!(c.is_forgotten("c") && c.is_forgotten("d"));
+        assert!(!c.is_forgotten("zzz"), "never known is no miss");
+    }
+
+    #[test]
+    fn a_pin_taken_before_capture_holds_from_capture_on_and_pins_count() {
+        let mut c = RoutingCache::new(1);
+        c.pin("x");
+        c.pin("x");
+        c.prime("x", "discord", None, Some("u"), None);
+        c.prime("y", "discord", None, Some("u"), None);
+        c.prime("z", "discord", None, Some("u"), None);
+        assert!(c.get("x").is_some());
+        c.unpin("x");
+        c.prime("w", "discord", None, Some("u"), None);
+        assert!(c.get("x").is_some(), "one pin still held");
+        c.unpin("x");
+        c.unpin("x"); // an extra release is ignored
+        assert_eq!(c.pinned(), 0);
+        c.prime("v", "discord", None, Some("u"), None);
+        assert!(c.get("x").is_none() && c.is_forgotten("x"));
+        c.prime("x", "discord", None, Some("u2"), None);
+        assert!(!c.is_forgotten("x"), "relearned");
     }
 }

@@ -412,6 +412,13 @@ pub fn release_redial(request: u64) {
     command(request, Command::ReleaseRedial);
 }
 
+pub fn hold_route(chat_id: String, hold: bool) {
+    feed(Input::HoldRoute {
+        chat_id: &chat_id,
+        hold,
+    });
+}
+
 pub fn prime_route(
     chat_id: String,
     platform: String,

@@ -119,6 +119,10 @@ impl Guest for Component {
         machine::release_redial(request);
     }
 
+    fn hold_route(chat_id: String, hold: bool) {
+        machine::hold_route(chat_id, hold);
+    }
+
     fn prime_route(
         chat_id: String,
         platform: String,

@@ -467,6 +467,8 @@ pub fn release_redial(request: u64) {
     host::complete(request, &Completion::Done);
 }
 
+pub fn hold_route(_chat: String, _hold: bool) {}
+
 pub fn prime_route(
     _chat: String,
     _platform: String,

@@ -98,6 +98,16 @@ pub async fn run(settings: Settings) -> Exit {
         }
     }
     let agent = settings.agent;
+    // The echo agent pushes back: with `max_pending` sends in flight it
+    // stops taking events, so new messages stay unaccepted, the adapter's
+    // `max_undelivered` bound asks the connector to buffer, and nothing is
+    // lost or refused. The print agent sends nothing.
+    let in_flight_cap = match agent {
+        Agent::Echo => usize::try_from(settings.config.max_pending)
+            .unwrap_or(usize::MAX)
+            .max(1),
+        Agent::Print => usize::MAX,
+    };
     let (handle, mut events) = match Adapter::spawn(&plugin, settings.config).await {
         Ok(spawned) => spawned,
         Err(AdapterError::Start(reason)) => {
@@ -129,10 +139,11 @@ pub async fn run(settings: Settings) -> Exit {
                     print_sent(&out, &chat_id, &result);
                 }
             }
-            event = events.next() => match event {
+            event = events.next(), if sends.len() < in_flight_cap => match event {
                 None => break Stop::Ended,
                 Some(event) => {
-                    if let Next::Stop(stop) = on_burst(event, &mut events, &out, &mut taken) {
+                    let room = in_flight_cap - sends.len();
+                    if let Next::Stop(stop) = on_burst(event, &mut events, &out, &mut taken, room) {
                         break stop;
                     }
                 }
@@ -246,17 +257,22 @@ async fn courtesy_shutdown(handle: &AdapterHandle) {
 const BURST_EVENTS: usize = 256;
 
 /// `first` and the events already queued behind it (up to
-/// [`BURST_EVENTS`]), so their lines go out in one write.
+/// [`BURST_EVENTS`], and while fewer than `room` messages are taken), so
+/// their lines go out in one write.
 fn on_burst(
     first: Event,
     events: &mut EventStream,
     out: &JsonLines,
     taken: &mut Vec<MessageEvent>,
+    room: usize,
 ) -> Next {
     if let Next::Stop(stop) = on_event(first, out, taken) {
         return Next::Stop(stop);
     }
     for _ in 1..BURST_EVENTS {
+        if taken.len() >= room {
+            break;
+        }
         let Some(event) = events.try_next() else {
             break;
         };

@@ -86,6 +86,7 @@ struct FileConfig {
     going_idle_timeout_ms: Option<u64>,
     drain_grace_ms: Option<u64>,
     max_pending: Option<u32>,
+    admission_timeout_ms: Option<u64>,
     max_undelivered: Option<u32>,
     seen_capacity: Option<u32>,
     route_capacity: Option<u32>,
@@ -374,6 +375,7 @@ fn apply_file(config: &mut AdapterConfig, file: &FileConfig) -> Result<(), Confi
     set!(going_idle_timeout_ms => going_idle_timeout, ms);
     set!(drain_grace_ms => drain_grace, ms);
     set!(max_pending);
+    set!(admission_timeout_ms => admission_timeout, ms);
     set!(max_undelivered);
     set!(seen_capacity);
     set!(route_capacity);
@@ -443,6 +445,7 @@ pub fn effective_json(settings: &Settings) -> Value {
         "going_idle_timeout_ms": millis(c.going_idle_timeout),
         "drain_grace_ms": millis(c.drain_grace),
         "max_pending": c.max_pending,
+        "admission_timeout_ms": millis(c.admission_timeout),
         "max_undelivered": c.max_undelivered,
         "seen_capacity": c.seen_capacity,
         "route_capacity": c.route_capacity,

@@ -98,6 +98,16 @@ impl NativeAdapter {
             Query::FrontsPlatform(platform) => Answer::Flag(m.fronts_platform(&platform)),
             Query::Stats => Answer::Text(Some(stats_json(m))),
             Query::Health => Answer::Guest(state_to_wit(m.state()).into(), stats_json(m)),
+            Query::HoldRoute { chat_id, hold } => {
+                self.handle(
+                    host,
+                    CoreInput::HoldRoute {
+                        chat_id: &chat_id,
+                        hold,
+                    },
+                );
+                Answer::Unit
+            }
             Query::PrimeRoute {
                 chat_id,
                 platform,

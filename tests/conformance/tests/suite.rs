@@ -18,6 +18,7 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+mod backpressure;
 mod hostile;
 
 fn plugin() -> &'static Plugin {

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod burst;
 mod model;
 pub mod script;
 mod server;

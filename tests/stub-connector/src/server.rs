@@ -667,6 +667,47 @@ impl StubConnector {
         Ok(delivery)
     }
 
+    /// Delivers `events` as a connector drains a backlog: in text messages
+    /// of up to `per_message` `inbound` frames each, live while a
+    /// handshaken, non-idle connection exists, else into the buffer (for
+    /// replay after the next handshake). Decided message by message, so a
+    /// `going_idle` acknowledged mid-burst sends the rest to the buffer, as
+    /// a real connector does. Returns (frames sent live, frames buffered).
+    pub async fn push_burst(
+        &self,
+        events: &[Value],
+        per_message: usize,
+    ) -> Result<(usize, usize), StubError> {
+        let (mut live, mut buffered) = (0, 0);
+        for chunk in events.chunks(per_message.max(1)) {
+            let wait = self.shared.update(|inner| match inner.live_conn() {
+                Some(conn) => {
+                    let text: String = chunk
+                        .iter()
+                        .map(|e| line_of(&Deliverable::Inbound(e.clone()).to_frame(None)))
+                        .collect();
+                    let (tx, rx) = oneshot::channel();
+                    inner.send_text(conn, text, Some(tx));
+                    Some((conn, rx))
+                }
+                None => {
+                    for event in chunk {
+                        inner.add_to_buffer(Deliverable::Inbound(event.clone()), None);
+                    }
+                    None
+                }
+            });
+            match wait {
+                Some((conn, rx)) => {
+                    wait_written(conn, rx).await?;
+                    live += chunk.len();
+                }
+                None => buffered += chunk.len(),
+            }
+        }
+        Ok((live, buffered))
+    }
+
     /// [`StubConnector::push`] of an `inbound` event.
     pub async fn push_inbound(&self, event: Value) -> Result<Delivery, StubError> {
         self.push(Deliverable::Inbound(event)).await

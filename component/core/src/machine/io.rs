@@ -166,6 +166,15 @@ pub enum Input<'a> {
         /// The command.
         command: Command<'a>,
     },
+    /// Hold (`hold`) or release one pin of a chat's route: the host holds
+    /// it while a caller waits for admission, so the route a reply needs is
+    /// still there when the request is made.
+    HoldRoute {
+        /// Chat id.
+        chat_id: &'a str,
+        /// Hold (true) or release (false).
+        hold: bool,
+    },
     /// Seed the routing cache for a chat (§6.3 step 4).
     PrimeRoute {
         /// Chat id.

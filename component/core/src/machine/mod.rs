@@ -6,7 +6,6 @@
 //! are drained with [`Machine::poll_output`]. Every command completes exactly
 //! once; inputs for a connection that is no longer current are ignored.
 
-mod bounded;
 mod config;
 mod io;
 #[cfg(test)]
@@ -14,7 +13,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-pub use bounded::{BoundedSet, Rng};
+pub use crate::bounded::{BoundedSet, Rng};
 pub use config::*;
 pub use io::*;
 
@@ -124,6 +123,16 @@ enum PendingKind {
     ChatInfo { chat_id: String },
 }
 
+impl PendingKind {
+    /// The chat whose route this request pins while it is pending.
+    fn chat_id(&self) -> Option<&str> {
+        match self {
+            PendingKind::Sent { chat_id, .. } => chat_id.as_deref(),
+            PendingKind::ChatInfo { chat_id } => Some(chat_id),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Pending {
     request: u64,
@@ -134,6 +143,8 @@ struct Pending {
 #[derive(Debug, Clone)]
 struct InFlight {
     key: Option<String>,
+    /// The chat whose route this delivery pins until its verdict.
+    chat_id: String,
     buffer_id: Option<String>,
     conn: u32,
     /// Duplicates that arrived while this delivery awaited its verdict.
@@ -178,6 +189,12 @@ pub struct Stats {
     pub seen: usize,
     /// Outbound requests that timed out.
     pub timeouts: u64,
+    /// Outbound actions to a chat whose route was evicted (sent without
+    /// routing keys, with a warning).
+    pub route_misses: u64,
+    /// Chats whose route is pinned by a delivery, a pending request or a
+    /// caller awaiting admission (gauge).
+    pub route_pins: usize,
 }
 
 /// The relay adapter's protocol state machine.
@@ -394,6 +411,13 @@ impl Machine {
             } => self
                 .routes
                 .prime(chat_id, platform, scope_id, user_id, profile),
+            Input::HoldRoute { chat_id, hold } => {
+                if hold {
+                    self.routes.pin(chat_id);
+                } else {
+                    self.routes.unpin(chat_id);
+                }
+            }
         }
         self.maybe_leave_overload(now);
         self.update_deadline(force_deadline);
@@ -457,6 +481,7 @@ impl Machine {
         s.pending = self.pending.len();
         s.undelivered = self.in_flight.len();
         s.routes = self.routes.len();
+        s.route_pins = self.routes.pinned();
         s.seen = self.seen.len();
         s
     }
@@ -786,6 +811,7 @@ impl Machine {
                 break;
             };
             if let Some(p) = self.pending.remove(&request_id) {
+                self.unpin_pending(&p);
                 self.stats.timeouts += 1;
                 let completion = match p.kind {
                     PendingKind::ChatInfo { chat_id } => {
@@ -1062,10 +1088,22 @@ impl Machine {
 
     // ----- deliveries ------------------------------------------------------
 
+    /// Acks a buffered delivery that arrived on `conn`. A `bufferId` names
+    /// an entry of the connector's per-instance buffer, not of one
+    /// connection (§2.5: acks are idempotent connector-side), so a verdict
+    /// given after a re-dial is acked on the current connection once it is
+    /// ready: otherwise every delivery accepted across a re-dial (the
+    /// overload drain re-dials on purpose) comes back as a replay, and past
+    /// `seen_capacity` as a duplicate.
     fn ack(&mut self, conn: u32, buffer_id: String) {
-        if self.live_conn() == Some(conn) {
+        let target = match self.phase {
+            Phase::Ready { conn: live, .. } => Some(live),
+            Phase::Handshaking { conn: live, .. } if live == conn => Some(live),
+            _ => None,
+        };
+        if let Some(live) = target {
             self.stats.acks += 1;
-            self.send_frame(conn, &GatewayFrame::InboundAck { buffer_id }, None);
+            self.send_frame(live, &GatewayFrame::InboundAck { buffer_id }, None);
         }
     }
 
@@ -1137,6 +1175,10 @@ impl Machine {
             }
         }
         self.routes.capture(&event);
+        // The reply to this message needs the route: keep it until the
+        // gateway's verdict (a reply made before then is pending and pins
+        // it on its own).
+        self.routes.pin(&event.source.chat_id);
         let delivery = self.next_delivery;
         self.next_delivery += 1;
         if let Some(k) = &key {
@@ -1146,6 +1188,7 @@ impl Machine {
             delivery,
             InFlight {
                 key,
+                chat_id: event.source.chat_id.clone(),
                 buffer_id: buffer_id.clone(),
                 conn,
                 duplicates: Vec::new(),
@@ -1172,6 +1215,7 @@ impl Machine {
         if let Some(k) = &f.key {
             self.key_owner.remove(k);
         }
+        self.routes.unpin(&f.chat_id);
         if !accepted {
             return;
         }
@@ -1254,6 +1298,7 @@ impl Machine {
                     Some(p) => Some(p.to_owned()),
                     None => self.routes.platform(chat_id).map(str::to_owned),
                 };
+                self.check_route("send", chat_id);
                 let metadata = self.wire_metadata(chat_id, metadata);
                 let action = Action::Send {
                     chat_id: chat_id.to_owned(),
@@ -1270,6 +1315,7 @@ impl Machine {
                 metadata,
             } => {
                 let tag = self.routes.platform(chat_id).map(str::to_owned);
+                self.check_route("edit", chat_id);
                 let metadata = self.wire_metadata(chat_id, metadata);
                 let action = Action::Edit {
                     chat_id: chat_id.to_owned(),
@@ -1285,6 +1331,7 @@ impl Machine {
                 content,
             } => {
                 let tag = self.routes.platform(chat_id).map(str::to_owned);
+                self.check_route("typing", chat_id);
                 let metadata = self.wire_metadata(chat_id, metadata);
                 let action = Action::Typing {
                     chat_id: chat_id.to_owned(),
@@ -1358,6 +1405,23 @@ impl Machine {
         }
     }
 
+    /// Reports a reply to a chat whose route was known but evicted: it goes
+    /// out without its routing keys, which a connector may decline, so it
+    /// is counted and logged instead of going out silently.
+    fn check_route(&mut self, op: &str, chat_id: &str) {
+        if self.routes.is_forgotten(chat_id) {
+            self.stats.route_misses += 1;
+            self.log(
+                Level::Warn,
+                format!(
+                    "relay {op} to chat {} goes out without its route: the routing cache forgot it (route_capacity {})",
+                    truncate(chat_id, 64),
+                    self.cfg.route_capacity
+                ),
+            );
+        }
+    }
+
     fn wire_metadata(&mut self, chat_id: &str, metadata: &str) -> Map<String, Value> {
         let caller = match parse_object(metadata) {
             Some(m) => m,
@@ -1415,6 +1479,7 @@ impl Machine {
         }
         let mut tag = platform.map(str::to_owned);
         if let Some(chat) = &chat_id {
+            self.check_route(&op, chat);
             let caller = match action.remove("metadata") {
                 Some(Value::Object(m)) => m,
                 _ => Map::new(),
@@ -1493,6 +1558,9 @@ impl Machine {
             self.seq,
         );
         self.timeouts.insert(timeout_key, request_id.clone());
+        if let Some(chat) = kind.chat_id() {
+            self.routes.pin(chat);
+        }
         self.pending.insert(
             request_id.clone(),
             Pending {
@@ -1526,13 +1594,23 @@ impl Machine {
     fn take_pending(&mut self, request_id: &str) -> Option<Pending> {
         let p = self.pending.remove(request_id)?;
         self.timeouts.remove(&p.timeout_key);
+        self.unpin_pending(&p);
         Some(p)
+    }
+
+    fn unpin_pending(&mut self, p: &Pending) {
+        if let Some(chat) = p.kind.chat_id() {
+            self.routes.unpin(chat);
+        }
     }
 
     fn fail_all_pending(&mut self, result: SendResult) {
         self.fail_held();
         let mut all: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
         self.timeouts.clear();
+        for p in &all {
+            self.unpin_pending(p);
+        }
         // Complete in issue order so callers see a stable sequence.
         all.sort_by_key(|p| p.timeout_key.1);
         for p in all {

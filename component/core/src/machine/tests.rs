@@ -1472,3 +1472,138 @@ fn dial_headers_are_redacted_in_debug_output() {
     assert!(!text.contains("Bearer"), "{text}");
     assert!(!text.contains("s3cret"));
 }
+
+fn inbound_for(chat: &str, scope: &str, user: &str, message_id: &str) -> String {
+    json!({"type":"inbound","event":{"text":"hi","message_id":message_id,
+        "source":{"platform":"discord","chat_id":chat,"chat_type":"group","scope_id":scope,"user_id":user}}})
+    .to_string()
+}
+
+fn send_metadata(outputs: &[Output]) -> serde_json::Value {
+    match sent(outputs).first() {
+        Some(GatewayFrame::Outbound {
+            action: Action::Send { metadata, .. },
+            ..
+        }) => serde_json::Value::Object(metadata.clone()),
+        other => panic!("expected an outbound send, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_route_is_pinned_while_its_delivery_awaits_a_verdict() {
+    let mut cfg = test_config();
+    cfg.route_capacity = 4;
+    cfg.max_undelivered = 100;
+    let mut h = Harness::new(cfg);
+    let conn = h.connect();
+    let out = h.recv(conn, &inbound_for("first", "gFirst", "uFirst", "m0"));
+    let first = deliveries(&out)[0].delivery;
+    // Many more chats than the cache holds, each accepted at once.
+    for i in 0..50 {
+        let out = h.recv(
+            conn,
+            &inbound_for(&format!("c{i}"), "g", "u", &format!("m{i}")),
+        );
+        let d = deliveries(&out)[0].delivery;
+        h.input(Input::AcceptDelivery(d));
+    }
+    assert!(h.m.stats().routes <= 5, "bounded: capacity + pinned");
+    h.input(Input::AcceptDelivery(first));
+    let (_, out) = h.send("first", "reply");
+    assert_eq!(
+        send_metadata(&out),
+        json!({"scope_id":"gFirst","user_id":"uFirst"})
+    );
+    assert_eq!(h.m.stats().route_misses, 0);
+}
+
+#[test]
+fn a_route_is_pinned_while_a_request_to_its_chat_is_pending_or_held_by_the_host() {
+    let mut cfg = test_config();
+    cfg.route_capacity = 2;
+    let mut h = Harness::new(cfg);
+    let conn = h.connect();
+    let out = h.recv(conn, &inbound_for("a", "gA", "uA", "m0"));
+    h.input(Input::AcceptDelivery(deliveries(&out)[0].delivery));
+    // A caller waits for admission to reply into "a": the host holds it.
+    h.input(Input::HoldRoute {
+        chat_id: "a",
+        hold: true,
+    });
+    let (_, out) = h.send("b", "x"); // pending; chat "b" has no route
+    let pending_id = outbound_request_id(&sent(&out));
+    for i in 0..10 {
+        let out = h.recv(
+            conn,
+            &inbound_for(&format!("c{i}"), "g", "u", &format!("m{i}")),
+        );
+        h.input(Input::AcceptDelivery(deliveries(&out)[0].delivery));
+    }
+    let (_, out) = h.send("a", "reply");
+    h.input(Input::HoldRoute {
+        chat_id: "a",
+        hold: false,
+    });
+    assert_eq!(send_metadata(&out), json!({"scope_id":"gA","user_id":"uA"}));
+    // The pending request to "b" pinned it from its capture on.
+    let out = h.recv(conn, &inbound_for("b", "gB", "uB", "mb"));
+    h.input(Input::AcceptDelivery(deliveries(&out)[0].delivery));
+    for i in 10..20 {
+        let out = h.recv(
+            conn,
+            &inbound_for(&format!("c{i}"), "g", "u", &format!("m{i}")),
+        );
+        h.input(Input::AcceptDelivery(deliveries(&out)[0].delivery));
+    }
+    assert!(
+        h.m.routes().get("b").is_some(),
+        "pinned by the pending send"
+    );
+    h.recv(conn, &result_line(&pending_id, json!({"success":true})));
+    assert_eq!(h.m.stats().route_pins, 1, "only the second send to a");
+    assert_eq!(h.m.stats().route_misses, 0);
+}
+
+#[test]
+fn a_reply_to_a_forgotten_route_is_counted_and_logged_not_silent() {
+    let mut cfg = test_config();
+    cfg.route_capacity = 1;
+    let mut h = Harness::new(cfg);
+    let conn = h.connect();
+    for chat in ["a", "b"] {
+        let out = h.recv(conn, &inbound_for(chat, "g", "u", &format!("m{chat}")));
+        h.input(Input::AcceptDelivery(deliveries(&out)[0].delivery));
+    }
+    let (_, out) = h.send("a", "late reply");
+    assert_eq!(send_metadata(&out), json!({}), "sent, without routing keys");
+    assert_eq!(h.m.stats().route_misses, 1);
+    assert!(
+        out.iter().any(|o| matches!(o,
+            Output::Log { level: Level::Warn, message } if message.contains("without its route"))),
+        "a warning names the miss"
+    );
+    let (_, _) = h.send("never-seen", "x");
+    assert_eq!(h.m.stats().route_misses, 1, "an unknown chat is no miss");
+}
+
+#[test]
+fn a_verdict_given_after_a_redial_is_acked_on_the_current_connection() {
+    let mut h = Harness::new(test_config());
+    let conn = h.connect();
+    let d = deliveries(&h.recv(conn, &inbound_line("c", "m1", Some("b1"))));
+    h.input(Input::SocketClosed {
+        conn,
+        code: 1006,
+        reason: "",
+    });
+    h.advance(1000);
+    let next = h.connect();
+    assert_ne!(next, conn);
+    let out = h.input(Input::AcceptDelivery(d[0].delivery));
+    assert_eq!(acks(&out), vec!["b1"], "no replay needed");
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::SendText { conn, .. } if *conn == next)),
+        "on the new connection"
+    );
+}
