@@ -18,7 +18,7 @@ pub const BURST_PLATFORM: &str = "discord";
 
 /// Chat id of burst event `i`: even ones are guild channels, odd ones DMs.
 pub fn burst_chat(i: usize) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!("g{i}")
     } else {
         format!("d{i}")
@@ -35,7 +35,7 @@ pub fn burst_events(n: usize) -> Vec<Value> {
                 "chat_id": burst_chat(i),
                 "user_id": format!("u{i}"),
             });
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 source["chat_type"] = json!("group");
                 source["scope_id"] = json!(format!("guild{i}"));
             } else {
@@ -48,7 +48,7 @@ pub fn burst_events(n: usize) -> Vec<Value> {
 
 /// The wire metadata a reply to burst chat `i` must carry.
 pub fn burst_reply_metadata(i: usize) -> Value {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         json!({"scope_id": format!("guild{i}"), "user_id": format!("u{i}")})
     } else {
         json!({"user_id": format!("u{i}")})

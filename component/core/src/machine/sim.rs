@@ -152,8 +152,18 @@ impl World {
         check!(self, s.seen <= 512, "seen-set over its bound");
         check!(
             self,
-            s.routes <= crate::routing::DEFAULT_ROUTE_CAPACITY,
+            s.routes <= crate::routing::DEFAULT_ROUTE_CAPACITY + s.route_pins,
             "routes over bound"
+        );
+        // Every pin belongs to an open delivery or a pending request (the
+        // simulation holds no routes for waiting callers).
+        check!(
+            self,
+            s.route_pins <= s.undelivered + s.pending,
+            "route pins {} leaked past {} deliveries and {} requests",
+            s.route_pins,
+            s.undelivered,
+            s.pending
         );
         Ok(())
     }
