@@ -644,6 +644,8 @@ impl AdapterHandle {
     async fn admit(&self, request: &Request) -> Result<(Slot, Option<RouteHold>), RequestFailure> {
         let refused = |refusal| {
             RequestFailure::Refused(match refusal {
+                // An adapter that already ended says so, as before admission.
+                Refusal::Closed if self.commands.is_closed() => AdapterError::Stopped,
                 Refusal::Closed => AdapterError::Closed,
                 Refusal::TimedOut => AdapterError::AdmissionTimedOut {
                     slots: self.admission.capacity(),
