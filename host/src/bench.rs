@@ -13,14 +13,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wasmtime::Store;
 
-use crate::actor::wit_config;
+use crate::bindings::wit_config;
 use crate::config::{AdapterConfig, Identity};
-use crate::engine::native::NativeAdapter;
-use crate::engine::{Guest, Input};
-use crate::handle::{AckMsg, Event, Query, Request};
+use crate::engine::{self, Feed, Runner, Started};
+use crate::events::{Event, Verdict};
+use crate::messages::{Answer, Query, Request};
 use crate::plugin::Plugin;
 use crate::socket::{DialPolicy, IoEvent, Outgoing, SocketSettings};
 use crate::store::{self, HostState, Pending, StoreParts};
+use crate::types::State;
 
 /// Where the harness's instance "dials": nothing listens there.
 const NOWHERE: &str = "ws://127.0.0.1:9/relay";
@@ -28,10 +29,10 @@ const NOWHERE: &str = "ws://127.0.0.1:9/relay";
 /// One Ready instance fronting `discord` / `B1`.
 pub struct Harness {
     store: Store<HostState>,
-    guest: Guest,
+    runner: Runner,
     conn: u32,
     events: mpsc::UnboundedReceiver<Event>,
-    acks: mpsc::UnboundedReceiver<AckMsg>,
+    acks: mpsc::UnboundedReceiver<Verdict>,
     outgoing: mpsc::UnboundedReceiver<Outgoing>,
     _io: mpsc::UnboundedReceiver<IoEvent>,
     next_request: u64,
@@ -49,7 +50,7 @@ impl Harness {
         let parts = StoreParts {
             instance: 1,
             events: events_tx,
-            acks: acks_tx,
+            verdicts: acks_tx,
             dial_policy: DialPolicy::for_connector(NOWHERE),
             sockets: SocketSettings {
                 connect_timeout: Duration::from_secs(1),
@@ -62,20 +63,13 @@ impl Harness {
         };
         let mut store = store::new_store(plugin.engine(), &config, parts);
         let wit = wit_config(&config);
-        let guest = if plugin.is_native() {
-            Guest::Native(Box::new(NativeAdapter::start(&wit, store.data_mut())?))
-        } else {
-            let bindings = plugin
-                .instantiate(&mut store)
-                .await
-                .map_err(|e| e.to_string())?;
-            store::reset_budget(&mut store);
-            bindings
-                .hermes_relay_adapter()
-                .call_start(&mut store, &wit)
-                .await
-                .map_err(|e| format!("start trapped: {e:#}"))??;
-            Guest::Component(Box::new(bindings))
+        let runner = match engine::start(plugin, &mut store, &wit)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Started::Running(runner) => runner,
+            Started::Refused(reason) => return Err(format!("start refused: {reason}")),
+            Started::Trapped(_, trap) => return Err(format!("start trapped: {trap:#}")),
         };
         let conn = *store
             .data()
@@ -91,7 +85,7 @@ impl Harness {
         }
         let mut harness = Self {
             store,
-            guest,
+            runner,
             conn,
             events,
             acks,
@@ -99,24 +93,24 @@ impl Harness {
             _io: io,
             next_request: 1,
         };
-        harness.feed(Input::Open(conn)).await?;
+        harness.feed(Feed::Open(conn)).await?;
         harness
-            .feed(Input::Text(
+            .feed(Feed::Text(
                 conn,
                 Utf8Bytes::from(descriptor_line.to_owned()),
             ))
             .await?;
         harness.drain_outgoing();
-        match harness.guest.query(&mut harness.store, Query::State).await {
-            Ok(crate::handle::Answer::State(crate::handle::State::Ready)) => Ok(harness),
+        match harness.runner.query(&mut harness.store, Query::State).await {
+            Ok(Answer::State(State::Ready)) => Ok(harness),
             Ok(other) => Err(format!("not ready after the descriptor: {other:?}")),
             Err(e) => Err(format!("{e:#}")),
         }
     }
 
-    async fn feed(&mut self, input: Input) -> Result<(), String> {
+    async fn feed(&mut self, input: Feed) -> Result<(), String> {
         store::reset_budget(&mut self.store);
-        self.guest
+        self.runner
             .feed(&mut self.store, input)
             .await
             .map_err(|e| format!("{e:#}"))
@@ -125,7 +119,7 @@ impl Harness {
     /// One socket message (`on-text`), then an accept (`accept-delivery`)
     /// for every message event it produced. Returns the events' count.
     pub async fn inbound(&mut self, text: Utf8Bytes) -> Result<usize, String> {
-        self.feed(Input::Text(self.conn, text)).await?;
+        self.feed(Feed::Text(self.conn, text)).await?;
         let mut delivered = 0;
         while let Ok(event) = self.events.try_recv() {
             if let Event::Message(message) = event {
@@ -137,7 +131,7 @@ impl Harness {
             .map(|ack| (ack.delivery, ack.accept))
             .collect();
         if !answers.is_empty() {
-            self.feed(Input::Deliveries(answers)).await?;
+            self.feed(Feed::Deliveries(answers)).await?;
         }
         Ok(delivered)
     }
@@ -162,7 +156,7 @@ impl Harness {
             metadata: "{}".to_owned(),
             platform: None,
         };
-        self.feed(Input::Request(id, request)).await?;
+        self.feed(Feed::Request(id, request)).await?;
         Ok(self.drain_outgoing())
     }
 

@@ -1,6 +1,6 @@
 //! What runs an adapter's relay-core machine: the sandboxed component (the
 //! product), or the same machine compiled into the host ([`native`]). The
-//! actor drives both through [`Guest::feed`] and [`Guest::query`], and both
+//! actor drives both through [`Runner::feed`] and [`Runner::query`], and both
 //! reach the host only through the `host` imports implemented on
 //! [`HostState`], so the native engine measures exactly what the sandbox
 //! costs and nothing else.
@@ -8,14 +8,18 @@
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wasmtime::Store;
 
-use crate::bindings::{RelayAdapter, guest};
-use crate::handle::{Answer, Query, Request};
+use crate::bindings::{RelayAdapter, guest, wit};
+use crate::error::PluginError;
+use crate::messages::{Answer, Query, Request};
+use crate::plugin::Plugin;
+use crate::store;
 use crate::store::HostState;
 
 pub(crate) mod native;
 
-/// One input for the machine: one export call for the component.
-pub(crate) enum Input {
+/// One input for the machine: one export call for the component. (Not the
+/// core's `Input`: this is what the actor feeds an engine.)
+pub(crate) enum Feed {
     Open(u32),
     DialFailed(u32, u16, String),
     Text(u32, Utf8Bytes),
@@ -27,27 +31,70 @@ pub(crate) enum Input {
     Request(u64, Request),
 }
 
+/// How [`start`] went.
+pub(crate) enum Started {
+    /// `start` accepted the configuration.
+    Running(Runner),
+    /// `start` refused the configuration (the reason).
+    Refused(String),
+    /// The component trapped in `start`; its store still holds the guest's
+    /// last stderr lines for the report.
+    Trapped(Runner, wasmtime::Error),
+}
+
+/// Creates the engine for a fresh `store` and calls `start` with `config`:
+/// the native machine, or the component instantiated (with its
+/// `api-version` check) and started. Shared by the actor and the bench
+/// harness, so both start an adapter the same way.
+pub(crate) async fn start(
+    plugin: &Plugin,
+    store: &mut Store<HostState>,
+    config: &wit::Config,
+) -> Result<Started, PluginError> {
+    if plugin.is_native() {
+        return Ok(
+            match native::NativeAdapter::start(config, store.data_mut()) {
+                Ok(adapter) => Started::Running(Runner::Native(Box::new(adapter))),
+                Err(reason) => Started::Refused(reason),
+            },
+        );
+    }
+    let bindings = plugin.instantiate(store).await?;
+    store::reset_budget(store);
+    let started = bindings
+        .hermes_relay_adapter()
+        .call_start(&mut *store, config)
+        .await;
+    store::report_log_flood(store.data_mut());
+    let runner = Runner::Component(Box::new(bindings));
+    Ok(match started {
+        Ok(Ok(())) => Started::Running(runner),
+        Ok(Err(reason)) => Started::Refused(reason),
+        Err(trap) => Started::Trapped(runner, trap),
+    })
+}
+
 /// A live instance's engine.
-pub(crate) enum Guest {
+pub(crate) enum Runner {
     /// The component (its bindings; the instance lives in the store).
     Component(Box<RelayAdapter>),
     /// relay-core in the host process, no sandbox.
     Native(Box<native::NativeAdapter>),
 }
 
-impl Guest {
+impl Runner {
     /// Feeds one input; the component's effects are queued in `store`'s
     /// `HostState` by the imports. An error is a trap (component only).
     pub(crate) async fn feed(
         &mut self,
         store: &mut Store<HostState>,
-        input: Input,
+        input: Feed,
     ) -> wasmtime::Result<()> {
         match self {
-            Guest::Component(bindings) => {
+            Runner::Component(bindings) => {
                 feed_component(bindings.hermes_relay_adapter(), store, input).await
             }
-            Guest::Native(adapter) => {
+            Runner::Native(adapter) => {
                 adapter.feed(store.data_mut(), input);
                 Ok(())
             }
@@ -61,10 +108,10 @@ impl Guest {
         query: Query,
     ) -> wasmtime::Result<Answer> {
         match self {
-            Guest::Component(bindings) => {
+            Runner::Component(bindings) => {
                 query_component(bindings.hermes_relay_adapter(), store, query).await
             }
-            Guest::Native(adapter) => Ok(adapter.query(store.data_mut(), query)),
+            Runner::Native(adapter) => Ok(adapter.query(store.data_mut(), query)),
         }
     }
 }
@@ -72,23 +119,23 @@ impl Guest {
 async fn feed_component(
     guest: &guest::Guest,
     s: &mut Store<HostState>,
-    input: Input,
+    input: Feed,
 ) -> wasmtime::Result<()> {
     match input {
-        Input::Open(conn) => guest.call_on_open(s, conn).await,
-        Input::DialFailed(conn, code, reason) => {
+        Feed::Open(conn) => guest.call_on_open(s, conn).await,
+        Feed::DialFailed(conn, code, reason) => {
             guest.call_on_dial_failed(s, conn, code, &reason).await
         }
-        Input::Text(conn, text) => guest.call_on_text(s, conn, text.as_str()).await,
-        Input::Binary(conn, data) => guest.call_on_binary(s, conn, &data).await,
-        Input::Closed(conn, code, reason) => guest.call_on_closed(s, conn, code, &reason).await,
-        Input::Deadline => guest.call_on_deadline(s).await,
-        Input::Deliveries(answers) => match answers.as_slice() {
+        Feed::Text(conn, text) => guest.call_on_text(s, conn, text.as_str()).await,
+        Feed::Binary(conn, data) => guest.call_on_binary(s, conn, &data).await,
+        Feed::Closed(conn, code, reason) => guest.call_on_closed(s, conn, code, &reason).await,
+        Feed::Deadline => guest.call_on_deadline(s).await,
+        Feed::Deliveries(answers) => match answers.as_slice() {
             [(delivery, true)] => guest.call_accept_delivery(s, *delivery).await,
             [(delivery, false)] => guest.call_reject_delivery(s, *delivery).await,
             _ => guest.call_answer_deliveries(s, &answers).await,
         },
-        Input::Request(id, request) => request_component(guest, s, id, request).await,
+        Feed::Request(id, request) => request_component(guest, s, id, request).await,
     }
 }
 

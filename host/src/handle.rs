@@ -1,534 +1,23 @@
-//! The public face of one adapter: [`Adapter::spawn`], the cloneable
-//! [`AdapterHandle`] (commands and capability queries, each resolving exactly
-//! once) and the [`EventStream`] of messages, interrupts, state changes and
-//! fatal errors. Plain Rust types; the bindgen types stay inside the crate.
+//! [`AdapterHandle`]: the cloneable face of one adapter for commands and
+//! capability queries, each resolving exactly once. It only sends mail to
+//! the adapter's actor (which created it) and waits for the answers.
 
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admission::{Admission, Refusal, Slot};
-use crate::config::AdapterConfig;
-use crate::plugin::{Plugin, PluginError};
-
-/// Errors of the adapter API (commands that do not return a [`SendResult`]).
-#[derive(Debug, thiserror::Error)]
-pub enum AdapterError {
-    /// The adapter stopped (shut down, all handles dropped, or start refused).
-    #[error("relay adapter stopped")]
-    Stopped,
-    /// The component trapped and is being re-instantiated; try again later.
-    #[error("relay adapter restarting")]
-    Restarting,
-    /// Loading or instantiating the component failed.
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-    /// The component refused the configuration (`start` returned an error).
-    #[error("relay adapter refused its configuration: {0}")]
-    Start(String),
-    /// The component trapped during the call.
-    #[error("relay component trapped: {0}")]
-    Trap(String),
-    /// The component answered with something unexpected.
-    #[error("relay component misbehaved: {0}")]
-    Guest(String),
-    /// Every request slot (`max_pending`) stayed busy for the caller's
-    /// whole admission timeout
-    /// ([`AdapterConfig::admission_timeout`](crate::AdapterConfig::admission_timeout),
-    /// or [`AdapterHandle::with_admission_timeout`]). Definite: nothing was
-    /// sent.
-    #[error("relay admission timed out: all {slots} request slots stayed busy for {waited:?}")]
-    AdmissionTimedOut {
-        /// The number of slots (`max_pending`).
-        slots: u32,
-        /// How long the caller waited.
-        waited: Duration,
-    },
-    /// The adapter is shutting down or stopped: a request still waiting
-    /// for admission, or made after `shutdown`, is not sent.
-    #[error("{}", relay_core::outcome::TRANSPORT_CLOSED)]
-    Closed,
-    /// The adapter is down for good: its restart budget
-    /// ([`HostLimits::restart_budget`](crate::HostLimits::restart_budget))
-    /// is spent. The text says why (the last trap included).
-    #[error("relay adapter down: {0}")]
-    Down(String),
-}
-
-/// A health snapshot of one adapter ([`AdapterHandle::health`]); answered by
-/// the host even while the component is restarting or down.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Health {
-    /// The component's connection state; `None` while no instance is live
-    /// (restarting, or down).
-    pub state: Option<State>,
-    /// Outbound requests awaiting a result (0 without a live instance).
-    pub pending: u64,
-    /// Deliveries awaiting the gateway's accept/reject (0 without a live
-    /// instance).
-    pub undelivered: u64,
-    /// Linear memory the live instance holds, in bytes (0 without one).
-    /// Linear memory never shrinks, so this is also the instance's peak.
-    pub guest_memory_bytes: usize,
-    /// The highest `guest_memory_bytes` of any instance of this adapter.
-    pub guest_memory_peak_bytes: usize,
-    /// The cap ([`HostLimits::memory_bytes`](crate::HostLimits::memory_bytes)).
-    pub memory_limit_bytes: usize,
-    /// The longest export call of any instance of this adapter, in
-    /// milliseconds (1 ms epoch ticks, rounded down); compare with
-    /// [`HostLimits::call_budget`](crate::HostLimits::call_budget).
-    pub guest_call_max_ms: u64,
-    /// Re-instantiations since the adapter was spawned.
-    pub restarts: u64,
-    /// Why the adapter is down for good (restart budget spent); `None` while
-    /// it runs.
-    pub down: Option<String>,
-}
-
-/// Connection state as a gateway sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    /// Dialing the connector.
-    Connecting,
-    /// Socket open, waiting for the first descriptor.
-    Handshaking,
-    /// A descriptor is applied; traffic flows.
-    Ready,
-    /// Waiting out the reconnect ladder.
-    Reconnecting,
-    /// `going_idle` acknowledged; the connector buffers inbound.
-    Idle,
-    /// Closed on purpose by `go-dormant`; re-dials on the dormant cadence.
-    Dormant,
-    /// Credentials revoked (terminal 4401); nothing more is dialed.
-    Disabled,
-    /// Shut down; nothing more is dialed.
-    Stopped,
-}
-
-impl State {
-    /// The WIT name (`connecting`, `ready`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Connecting => "connecting",
-            State::Handshaking => "handshaking",
-            State::Ready => "ready",
-            State::Reconnecting => "reconnecting",
-            State::Idle => "idle",
-            State::Dormant => "dormant",
-            State::Disabled => "disabled",
-            State::Stopped => "stopped",
-        }
-    }
-}
-
-impl std::fmt::Display for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Outcome of an outbound operation, real or synthesized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendResult {
-    /// Whether the connector reported success.
-    pub success: bool,
-    /// Platform id of the sent message.
-    pub message_id: Option<String>,
-    /// Error text on failure.
-    pub error: Option<String>,
-    /// Error code (e.g. `egress_declined`).
-    pub code: Option<String>,
-    /// The connector may have applied the frame (timeout, lost ack, instance
-    /// died after the request reached it).
-    pub ambiguous: bool,
-    /// A definite egress refusal; never retry or fall back.
-    pub declined: bool,
-    /// Thread the message went to, if the connector created one.
-    pub thread_id: Option<String>,
-    /// Name of that auto-created thread.
-    pub auto_thread_name: Option<String>,
-    /// The result object as JSON.
-    pub raw: String,
-}
-
-impl SendResult {
-    /// A failed result with `error`, synthesized by the host.
-    pub fn failed(error: impl Into<String>, ambiguous: bool) -> Self {
-        let error = error.into();
-        let mut raw = json!({"success": false, "error": error});
-        if ambiguous {
-            raw["ambiguous"] = Value::Bool(true);
-        }
-        Self {
-            success: false,
-            message_id: None,
-            error: Some(error),
-            code: None,
-            ambiguous,
-            declined: false,
-            thread_id: None,
-            auto_thread_name: None,
-            raw: raw.to_string(),
-        }
-    }
-}
-
-/// Answer to `get_chat_info`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatInfo {
-    /// Chat name.
-    pub name: String,
-    /// Chat type (`dm`, `group`, ...).
-    pub chat_type: String,
-}
-
-/// Something the adapter reports to the gateway.
-// Most events are messages, so boxing the large variant would save nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum Event {
-    /// An inbound message; answer it with [`MessageEvent::accept`] or
-    /// [`MessageEvent::reject`] (dropping it rejects).
-    Message(MessageEvent),
-    /// The connector asked to interrupt a session's running turn.
-    Interrupt {
-        /// The session to interrupt.
-        session_key: String,
-        /// Its chat.
-        chat_id: String,
-    },
-    /// The connection state changed.
-    State {
-        /// The new state.
-        state: State,
-        /// Why, when known (close reason, ...).
-        detail: String,
-    },
-    /// A fatal condition: from the component (e.g. `relay_disabled`) or from
-    /// the host: `guest_trap` and `restart_failed` (retryable: a new instance
-    /// follows), `start_failed` and `restart_budget_exhausted` (not
-    /// retryable: the adapter stays down and the event stream ends).
-    Fatal {
-        /// Stable code.
-        code: String,
-        /// Human-readable detail.
-        message: String,
-        /// Whether the adapter keeps trying.
-        retryable: bool,
-    },
-}
-
-/// An inbound message for the gateway with its key fields typed.
-#[derive(Debug)]
-pub struct MessageEvent {
-    /// The component's delivery id (unique per instance).
-    pub delivery: u64,
-    /// Set when the connector replayed this from its durable buffer.
-    pub buffer_id: Option<String>,
-    /// Logical platform (`discord`, ...).
-    pub platform: String,
-    /// Chat id.
-    pub chat_id: String,
-    /// Chat type (`dm`, `group`, ...).
-    pub chat_type: String,
-    /// Author id.
-    pub user_id: Option<String>,
-    /// Tenant scope (guild, workspace).
-    pub scope_id: Option<String>,
-    /// Thread id.
-    pub thread_id: Option<String>,
-    /// Message type (`text`, `command`, ...).
-    pub message_type: String,
-    /// Message text.
-    pub text: String,
-    /// The whole normalised event as JSON with wire names.
-    pub json: String,
-    /// The answer handle; destructure to keep it apart from the fields.
-    pub ack: DeliveryAck,
-}
-
-impl MessageEvent {
-    /// The gateway took the message (it will not be replayed to it).
-    pub fn accept(self) {
-        self.ack.accept();
-    }
-
-    /// The gateway refused the message (the connector may replay it).
-    pub fn reject(self) {
-        self.ack.reject();
-    }
-
-    /// The event JSON parsed.
-    pub fn json_value(&self) -> serde_json::Result<Value> {
-        serde_json::from_str(&self.json)
-    }
-}
-
-/// Answers one delivery exactly once; dropping it unanswered rejects.
-#[derive(Debug)]
-pub struct DeliveryAck {
-    acks: mpsc::UnboundedSender<AckMsg>,
-    instance: u64,
-    delivery: u64,
-    answered: bool,
-}
-
-/// A delivery answer on its way to the actor.
-#[derive(Debug)]
-pub(crate) struct AckMsg {
-    pub instance: u64,
-    pub delivery: u64,
-    pub accept: bool,
-}
-
-impl DeliveryAck {
-    pub(crate) fn new(acks: mpsc::UnboundedSender<AckMsg>, instance: u64, delivery: u64) -> Self {
-        Self {
-            acks,
-            instance,
-            delivery,
-            answered: false,
-        }
-    }
-
-    /// Accept the delivery.
-    pub fn accept(mut self) {
-        self.answer(true);
-    }
-
-    /// Reject the delivery.
-    pub fn reject(mut self) {
-        self.answer(false);
-    }
-
-    fn answer(&mut self, accept: bool) {
-        if std::mem::replace(&mut self.answered, true) {
-            return;
-        }
-        // A stopped adapter has nothing left to answer.
-        let _ = self.acks.send(AckMsg {
-            instance: self.instance,
-            delivery: self.delivery,
-            accept,
-        });
-    }
-}
-
-impl Drop for DeliveryAck {
-    fn drop(&mut self) {
-        self.answer(false);
-    }
-}
-
-/// Events of one adapter, in order. Ends when the adapter stops.
-#[derive(Debug)]
-pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<Event>,
-}
-
-impl EventStream {
-    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Event>) -> Self {
-        Self { rx }
-    }
-
-    /// The next event, or `None` once the adapter stopped.
-    pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
-    }
-
-    /// The next event if one is ready.
-    pub fn try_next(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
-    }
-}
-
-impl futures_util::Stream for EventStream {
-    type Item = Event;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-/// How a command completed (host form of the WIT `completion`).
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    Sent(SendResult),
-    ChatInfo(ChatInfo),
-    Flag(bool),
-    Done,
-}
-
-/// A command for the component; it completes through `complete`.
-#[derive(Debug)]
-pub(crate) enum Request {
-    Send {
-        chat_id: String,
-        content: String,
-        reply_to: Option<String>,
-        metadata: String,
-        platform: Option<String>,
-    },
-    Edit {
-        chat_id: String,
-        message_id: String,
-        content: String,
-        metadata: String,
-    },
-    Typing {
-        chat_id: String,
-        metadata: String,
-        content: Option<String>,
-    },
-    FollowUp {
-        session_key: String,
-        kind: String,
-        content: String,
-        metadata: String,
-    },
-    GetChatInfo {
-        chat_id: String,
-    },
-    RawAction {
-        action: String,
-        platform: Option<String>,
-    },
-    Interrupt {
-        session_key: String,
-        reason: Option<String>,
-    },
-    Shutdown,
-    GoDormant,
-    HoldRedial,
-    ReleaseRedial,
-}
-
-impl Request {
-    /// Whether the command can create a pending entry in the component, so
-    /// it needs an admission slot first. Interrupts, shutdown, dormancy and
-    /// redial holds never wait.
-    fn needs_slot(&self) -> bool {
-        matches!(
-            self,
-            Request::Send { .. }
-                | Request::Edit { .. }
-                | Request::Typing { .. }
-                | Request::FollowUp { .. }
-                | Request::GetChatInfo { .. }
-                | Request::RawAction { .. }
-        )
-    }
-
-    /// The chat whose route the request needs (held while it waits).
-    fn route_chat(&self) -> Option<String> {
-        match self {
-            Request::Send { chat_id, .. }
-            | Request::Edit { chat_id, .. }
-            | Request::Typing { chat_id, .. }
-            | Request::GetChatInfo { chat_id } => Some(chat_id.clone()),
-            Request::RawAction { action, .. } => serde_json::from_str::<Value>(action)
-                .ok()?
-                .get("chat_id")?
-                .as_str()
-                .map(str::to_owned),
-            _ => None,
-        }
-    }
-
-    /// The command's name, for logs and metrics.
-    pub(crate) fn op(&self) -> &'static str {
-        match self {
-            Request::Send { .. } => "send",
-            Request::Edit { .. } => "edit",
-            Request::Typing { .. } => "typing",
-            Request::FollowUp { .. } => "follow_up",
-            Request::GetChatInfo { .. } => "get_chat_info",
-            Request::RawAction { .. } => "raw_action",
-            Request::Interrupt { .. } => "interrupt",
-            Request::Shutdown => "shutdown",
-            Request::GoDormant => "go_dormant",
-            Request::HoldRedial => "hold_redial",
-            Request::ReleaseRedial => "release_redial",
-        }
-    }
-}
-
-/// A synchronous export call.
-#[derive(Debug)]
-pub(crate) enum Query {
-    State,
-    Descriptor(Option<String>),
-    MaxMessageLength(Option<String>),
-    MessageLen(Option<String>, String),
-    SupportsOp(Option<String>, String),
-    FrontsPlatform(String),
-    Stats,
-    Health,
-    /// Hold (or release) one pin of a chat's route.
-    HoldRoute {
-        chat_id: String,
-        hold: bool,
-    },
-    PrimeRoute {
-        chat_id: String,
-        platform: String,
-        scope_id: Option<String>,
-        user_id: Option<String>,
-        profile: Option<String>,
-    },
-}
-
-/// Answer to a [`Query`].
-#[derive(Debug)]
-pub(crate) enum Answer {
-    State(State),
-    Text(Option<String>),
-    Number(u32),
-    Flag(bool),
-    Unit,
-    Health(Health),
-    /// The component's half of a health answer (state, stats JSON); the
-    /// actor completes it into [`Answer::Health`].
-    Guest(State, String),
-}
-
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, AdapterError>>;
-
-/// What handles send to the actor.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// A request with its admission slot (held until it completes).
-    Request(Request, Reply<Outcome>, Option<Slot>),
-    Query(Query, Reply<Answer>),
-}
-
-/// Spawns adapters.
-#[derive(Debug)]
-pub struct Adapter;
-
-impl Adapter {
-    /// Instantiates the component, checks its `api-version`, calls `start`
-    /// with `config`, and runs the adapter on its own tokio task. Must be
-    /// called inside a tokio runtime. The adapter stops after a completed
-    /// `shutdown`, or when every [`AdapterHandle`] is dropped.
-    pub async fn spawn(
-        plugin: &Plugin,
-        config: AdapterConfig,
-    ) -> Result<(AdapterHandle, EventStream), AdapterError> {
-        crate::actor::spawn(plugin, config).await
-    }
-}
+use crate::error::AdapterError;
+use crate::messages::{Answer, Completion, Mail, Query, Request};
+use crate::types::{ChatInfo, Health, SendResult, State};
 
 /// Commands and queries for one adapter; cheap to clone. Every call resolves
 /// exactly once, also when the adapter stops meanwhile.
 #[derive(Debug, Clone)]
 pub struct AdapterHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Mail>,
     /// Set by the adapter when its restart budget is spent.
     down: Arc<OnceLock<String>>,
     /// The adapter id (tracing span, metrics label).
@@ -540,7 +29,7 @@ pub struct AdapterHandle {
 }
 
 /// What a request turned into, before mapping to the public result type.
-type RequestResult = Result<Outcome, RequestFailure>;
+type RequestResult = Result<Completion, RequestFailure>;
 
 enum RequestFailure {
     /// Never reached a live instance: definitely not performed.
@@ -574,7 +63,7 @@ fn metadata_json(metadata: Map<String, Value>) -> String {
 
 impl AdapterHandle {
     pub(crate) fn new(
-        commands: mpsc::UnboundedSender<Command>,
+        commands: mpsc::UnboundedSender<Mail>,
         down: Arc<OnceLock<String>>,
         label: Arc<str>,
         admission: Arc<Admission>,
@@ -622,7 +111,7 @@ impl AdapterHandle {
             (None, None)
         };
         let (tx, rx) = oneshot::channel();
-        let sent = self.commands.send(Command::Request(request, tx, slot));
+        let sent = self.commands.send(Mail::Request(request, tx, slot));
         // Released after the request is queued: the actor handles it first,
         // and the request's own pending entry pins the route from then on.
         drop(hold);
@@ -678,7 +167,7 @@ impl AdapterHandle {
 
     async fn sent(&self, request: Request) -> SendResult {
         match self.timed(request).await {
-            Ok(Outcome::Sent(result)) => result,
+            Ok(Completion::Sent(result)) => result,
             Ok(other) => SendResult::failed(
                 format!("relay component answered {other:?} to an outbound op"),
                 true,
@@ -689,7 +178,7 @@ impl AdapterHandle {
 
     async fn done(&self, request: Request) -> Result<(), AdapterError> {
         match self.request(request).await {
-            Ok(Outcome::Done) => Ok(()),
+            Ok(Completion::Done) => Ok(()),
             Ok(other) => Err(AdapterError::Guest(format!("expected done, got {other:?}"))),
             Err(failure) => Err(failure.error()),
         }
@@ -697,7 +186,7 @@ impl AdapterHandle {
 
     async fn query(&self, query: Query) -> Result<Answer, AdapterError> {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Query(query, tx)).is_err() {
+        if self.commands.send(Mail::Query(query, tx)).is_err() {
             return Err(AdapterError::Stopped);
         }
         rx.await.unwrap_or(Err(AdapterError::Stopped))
@@ -783,7 +272,7 @@ impl AdapterHandle {
             })
             .await
         {
-            Ok(Outcome::ChatInfo(info)) => Ok(info),
+            Ok(Completion::ChatInfo(info)) => Ok(info),
             Ok(other) => Err(AdapterError::Guest(format!(
                 "expected chat info, got {other:?}"
             ))),
@@ -831,7 +320,7 @@ impl AdapterHandle {
     /// connector acknowledged going idle; false otherwise (also on errors).
     pub async fn go_dormant(&self) -> bool {
         match self.request(Request::GoDormant).await {
-            Ok(Outcome::Flag(flag)) => flag,
+            Ok(Completion::Flag(flag)) => flag,
             _ => false,
         }
     }
@@ -960,12 +449,12 @@ impl AdapterHandle {
 /// for admission; dropping it releases the pin. Fire and forget: neither
 /// message waits for an answer, and a stopped adapter needs neither.
 struct RouteHold {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Mail>,
     chat_id: String,
 }
 
 impl RouteHold {
-    fn new(commands: &mpsc::UnboundedSender<Command>, chat_id: String) -> RouteHold {
+    fn new(commands: &mpsc::UnboundedSender<Mail>, chat_id: String) -> RouteHold {
         let hold = RouteHold {
             commands: commands.clone(),
             chat_id,
@@ -980,7 +469,7 @@ impl RouteHold {
             chat_id: self.chat_id.clone(),
             hold,
         };
-        let _ = self.commands.send(Command::Query(query, tx));
+        let _ = self.commands.send(Mail::Query(query, tx));
     }
 }
 

@@ -6,9 +6,11 @@ use tokio::sync::mpsc;
 
 use crate::bindings::hermes::relay::host::Host;
 use crate::bindings::wit;
-use crate::handle::{ChatInfo, DeliveryAck, Event, MessageEvent, Outcome, SendResult, State};
+use crate::events::{DeliveryAck, Event, MessageEvent};
+use crate::messages::Completion;
 use crate::socket::{self, Conn, Outgoing};
 use crate::store::{Action, HostState};
+use crate::types::{ChatInfo, SendResult, State};
 
 impl wit::Host for HostState {}
 
@@ -81,7 +83,7 @@ impl Host for HostState {
     }
 
     fn deliver(&mut self, event: wit::MessageEvent) {
-        let ack = DeliveryAck::new(self.acks.clone(), self.instance, event.delivery);
+        let ack = DeliveryAck::new(self.verdicts.clone(), self.instance, event.delivery);
         // If the gateway dropped the stream, the event (and its ack) drops: a reject.
         let _ = self.events.send(Event::Message(MessageEvent {
             delivery: event.delivery,
@@ -197,16 +199,16 @@ impl From<wit::SendResult> for SendResult {
     }
 }
 
-impl From<wit::Completion> for Outcome {
+impl From<wit::Completion> for Completion {
     fn from(c: wit::Completion) -> Self {
         match c {
-            wit::Completion::Sent(r) => Outcome::Sent(r.into()),
-            wit::Completion::ChatInfo(info) => Outcome::ChatInfo(ChatInfo {
+            wit::Completion::Sent(r) => Completion::Sent(r.into()),
+            wit::Completion::ChatInfo(info) => Completion::ChatInfo(ChatInfo {
                 name: info.name,
                 chat_type: info.chat_type,
             }),
-            wit::Completion::Flag(flag) => Outcome::Flag(flag),
-            wit::Completion::Done => Outcome::Done,
+            wit::Completion::Flag(flag) => Completion::Flag(flag),
+            wit::Completion::Done => Completion::Done,
         }
     }
 }

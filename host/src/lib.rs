@@ -42,6 +42,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// Layers, bottom to top (docs/architecture.md; `.ci/layers.py` checks that
+// no module imports one above it):
+// 1. public types: config, types, error, metrics
+// 2. messages: admission, messages, events
+// 3. handle
+// 4. sandbox: socket, bindings, store, imports
+// 5. plugin
+// 6. engines: engine (+ engine::native), bench
+// 7. actor
 mod actor;
 mod admission;
 #[doc(hidden)]
@@ -49,16 +58,21 @@ pub mod bench;
 mod bindings;
 mod config;
 mod engine;
+mod error;
+mod events;
 mod handle;
 mod imports;
+mod messages;
 mod metrics;
 mod plugin;
 mod socket;
 mod store;
+mod types;
 
+pub use actor::Adapter;
 pub use config::{AdapterConfig, DEFAULT_MEMORY_BYTES, HostLimits, Identity, Secret};
-pub use handle::{
-    Adapter, AdapterError, AdapterHandle, ChatInfo, DeliveryAck, Event, EventStream, Health,
-    MessageEvent, SendResult, State,
-};
-pub use plugin::{HOST_API_VERSION, Plugin, PluginError};
+pub use error::{AdapterError, PluginError};
+pub use events::{DeliveryAck, Event, EventStream, MessageEvent};
+pub use handle::AdapterHandle;
+pub use plugin::Plugin;
+pub use types::{ChatInfo, HOST_API_VERSION, Health, SendResult, State};

@@ -11,45 +11,12 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 
 use crate::bindings::{RelayAdapter, RelayAdapterPre};
+use crate::error::PluginError;
 use crate::store::HostState;
-
-/// The WIT interface version this host speaks; a component must report the
-/// same major and minor version from `api-version`.
-pub const HOST_API_VERSION: &str = "0.1.0";
+use crate::types::HOST_API_VERSION;
 
 /// Epoch tick: the granularity of the per-call CPU budget and of yielding.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
-
-/// Errors loading or instantiating the relay component.
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    /// The wasmtime engine could not be created.
-    #[error("relay component: engine setup failed: {0}")]
-    Engine(String),
-    /// The component file could not be read.
-    #[error("relay component: cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The bytes are not a valid component, or its imports/exports do not
-    /// match `relay-adapter`.
-    #[error("relay component rejected: {0}")]
-    Invalid(String),
-    /// Instantiation failed (out of memory, start trap, ...).
-    #[error("relay component: instantiation failed: {0}")]
-    Instantiate(String),
-    /// The component speaks another version of the interface.
-    #[error(
-        "relay component speaks api-version {found}; this host supports {HOST_API_VERSION} (same major.minor required)"
-    )]
-    IncompatibleVersion {
-        /// What the component reported.
-        found: String,
-    },
-}
 
 /// The relay component compiled for this process; cheap to clone.
 #[derive(Clone)]

@@ -18,7 +18,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::config::AdapterConfig;
-use crate::handle::{Event, Outcome, Reply};
+use crate::events::{Event, Verdict};
+use crate::messages::{Completion, Reply};
 use crate::socket::{Conn, DialPolicy, IoEvent, SocketSettings};
 
 /// Longest guest stdio line forwarded to `tracing`; the rest is cut.
@@ -68,7 +69,7 @@ impl LogBudget {
 pub(crate) struct Pending {
     /// Resolved by the `complete` import; dropping it resolves the caller as
     /// "relay adapter stopped".
-    pub reply: Reply<Outcome>,
+    pub reply: Reply<Completion>,
     /// Set for `shutdown`: its completion ends the adapter.
     pub is_shutdown: bool,
     /// The request's admission slot: freed with this entry, when the request
@@ -116,7 +117,7 @@ pub(crate) struct HostState {
     /// Events for the gateway (unbounded: the socket is never throttled by it).
     pub events: mpsc::UnboundedSender<Event>,
     /// Delivery answers come back through this channel.
-    pub acks: mpsc::UnboundedSender<crate::handle::AckMsg>,
+    pub verdicts: mpsc::UnboundedSender<Verdict>,
     /// Which dial targets the component may use.
     pub dial_policy: DialPolicy,
     /// Socket limits for new connections.
@@ -144,7 +145,7 @@ impl WasiView for HostState {
 pub(crate) struct StoreParts {
     pub instance: u64,
     pub events: mpsc::UnboundedSender<Event>,
-    pub acks: mpsc::UnboundedSender<crate::handle::AckMsg>,
+    pub verdicts: mpsc::UnboundedSender<Verdict>,
     pub dial_policy: DialPolicy,
     pub sockets: SocketSettings,
     pub io: mpsc::UnboundedSender<IoEvent>,
@@ -206,7 +207,7 @@ pub(crate) fn new_store(
         stop: false,
         terminal: false,
         events: parts.events,
-        acks: parts.acks,
+        verdicts: parts.verdicts,
         dial_policy: parts.dial_policy,
         sockets: parts.sockets,
         io: parts.io,

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod bounded;
 pub mod descriptor;
+pub mod driver;
 pub mod event;
 pub mod frame;
 #[doc(hidden)]

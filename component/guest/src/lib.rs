@@ -1,16 +1,17 @@
 //! The relay adapter as a `wasm32-wasip2` component: wit-bindgen bindings for
-//! `wit/relay.wit` and the `adapter` export impl.
-//!
-//! Every export forwards to one function of the [`glue`] module, which feeds
-//! the `relay-core` state machine and drains its outputs into the imports.
+//! `wit/relay.wit` and the `adapter` export impl. Each export turns its
+//! arguments into one machine input (or a query) and hands it to [`glue`],
+//! which feeds the `relay-core` machine and drains its outputs into the
+//! imports through the shared driver.
 
 wit_bindgen::generate!({ world: "relay-adapter", path: "../../wit" });
 
 mod glue;
 
 use exports::hermes::relay::adapter::Guest;
-use glue as machine;
+use glue::{command, feed, query};
 use hermes::relay::types::{Config, State};
+use relay_core::machine::{Command, Input};
 
 /// The interface version this component implements (`api-version`).
 const API_VERSION: &str = "0.1.0";
@@ -23,43 +24,59 @@ impl Guest for Component {
     }
 
     fn start(config: Config) -> Result<(), String> {
-        machine::start(config)
+        glue::start(config)
     }
 
     fn on_open(conn: u32) {
-        machine::on_open(conn);
+        feed(Input::SocketOpened { conn });
     }
 
     fn on_dial_failed(conn: u32, code: u16, reason: String) {
-        machine::on_dial_failed(conn, code, reason);
+        feed(Input::DialFailed {
+            conn,
+            code,
+            reason: &reason,
+        });
     }
 
     fn on_text(conn: u32, text: String) {
-        machine::on_text(conn, text);
+        feed(Input::SocketText { conn, text: &text });
     }
 
     fn on_binary(conn: u32, data: Vec<u8>) {
-        machine::on_binary(conn, data);
+        feed(Input::SocketBinary { conn, data: &data });
     }
 
     fn on_closed(conn: u32, code: u16, reason: String) {
-        machine::on_closed(conn, code, reason);
+        feed(Input::SocketClosed {
+            conn,
+            code,
+            reason: &reason,
+        });
     }
 
     fn on_deadline() {
-        machine::on_deadline();
+        feed(Input::Deadline);
     }
 
     fn accept_delivery(delivery: u64) {
-        machine::accept_delivery(delivery);
+        feed(Input::AcceptDelivery(delivery));
     }
 
     fn reject_delivery(delivery: u64) {
-        machine::reject_delivery(delivery);
+        feed(Input::RejectDelivery(delivery));
     }
 
+    /// One clock read and one drain for the whole batch; the outputs queue
+    /// in verdict order either way.
     fn answer_deliveries(answers: Vec<(u64, bool)>) {
-        machine::answer_deliveries(answers);
+        glue::feed_all(answers.into_iter().map(|(delivery, accept)| {
+            if accept {
+                Input::AcceptDelivery(delivery)
+            } else {
+                Input::RejectDelivery(delivery)
+            }
+        }));
     }
 
     fn send(
@@ -70,15 +87,33 @@ impl Guest for Component {
         metadata: String,
         platform: Option<String>,
     ) {
-        machine::send(request, chat_id, content, reply_to, metadata, platform);
+        let cmd = Command::Send {
+            chat_id: &chat_id,
+            content: &content,
+            reply_to: reply_to.as_deref(),
+            metadata: &metadata,
+            platform: platform.as_deref(),
+        };
+        command(request, cmd);
     }
 
     fn edit(request: u64, chat_id: String, message_id: String, content: String, metadata: String) {
-        machine::edit(request, chat_id, message_id, content, metadata);
+        let cmd = Command::Edit {
+            chat_id: &chat_id,
+            message_id: &message_id,
+            content: &content,
+            metadata: &metadata,
+        };
+        command(request, cmd);
     }
 
     fn typing(request: u64, chat_id: String, metadata: String, content: Option<String>) {
-        machine::typing(request, chat_id, metadata, content);
+        let cmd = Command::Typing {
+            chat_id: &chat_id,
+            metadata: &metadata,
+            content: content.as_deref(),
+        };
+        command(request, cmd);
     }
 
     fn follow_up(
@@ -88,39 +123,56 @@ impl Guest for Component {
         content: String,
         metadata: String,
     ) {
-        machine::follow_up(request, session_key, kind, content, metadata);
+        let cmd = Command::FollowUp {
+            session_key: &session_key,
+            kind: &kind,
+            content: &content,
+            metadata: &metadata,
+        };
+        command(request, cmd);
     }
 
     fn get_chat_info(request: u64, chat_id: String) {
-        machine::get_chat_info(request, chat_id);
+        command(request, Command::GetChatInfo { chat_id: &chat_id });
     }
 
     fn raw_action(request: u64, action: String, platform: Option<String>) {
-        machine::raw_action(request, action, platform);
+        let cmd = Command::RawAction {
+            action: &action,
+            platform: platform.as_deref(),
+        };
+        command(request, cmd);
     }
 
     fn interrupt(request: u64, session_key: String, reason: Option<String>) {
-        machine::interrupt(request, session_key, reason);
+        let cmd = Command::Interrupt {
+            session_key: &session_key,
+            reason: reason.as_deref(),
+        };
+        command(request, cmd);
     }
 
     fn shutdown(request: u64) {
-        machine::shutdown(request);
+        command(request, Command::Shutdown);
     }
 
     fn go_dormant(request: u64) {
-        machine::go_dormant(request);
+        command(request, Command::GoDormant);
     }
 
     fn hold_redial(request: u64) {
-        machine::hold_redial(request);
+        command(request, Command::HoldRedial);
     }
 
     fn release_redial(request: u64) {
-        machine::release_redial(request);
+        command(request, Command::ReleaseRedial);
     }
 
     fn hold_route(chat_id: String, hold: bool) {
-        machine::hold_route(chat_id, hold);
+        feed(Input::HoldRoute {
+            chat_id: &chat_id,
+            hold,
+        });
     }
 
     fn prime_route(
@@ -130,35 +182,48 @@ impl Guest for Component {
         user_id: Option<String>,
         profile: Option<String>,
     ) {
-        machine::prime_route(chat_id, platform, scope_id, user_id, profile);
+        feed(Input::PrimeRoute {
+            chat_id: &chat_id,
+            platform: &platform,
+            scope_id: scope_id.as_deref(),
+            user_id: user_id.as_deref(),
+            profile: profile.as_deref(),
+        });
     }
 
     fn current_state() -> State {
-        machine::current_state()
+        query(State::Connecting, |m| glue::state_to_wit(m.state()))
     }
 
     fn descriptor(platform: Option<String>) -> Option<String> {
-        machine::descriptor(platform)
+        query(None, |m| Some(m.descriptor(platform.as_deref()).to_json()))
     }
 
     fn max_message_length(chat_id: Option<String>) -> u32 {
-        machine::max_message_length(chat_id)
+        query(relay_core::descriptor::DEFAULT_MAX_MESSAGE_LENGTH, |m| {
+            m.max_message_length(chat_id.as_deref())
+        })
     }
 
     fn message_len(chat_id: Option<String>, text: String) -> u32 {
-        machine::message_len(chat_id, text)
+        let n = query(text.chars().count(), |m| {
+            m.message_len(chat_id.as_deref(), &text)
+        });
+        u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     fn supports_op(chat_id: Option<String>, op: String) -> bool {
-        machine::supports_op(chat_id, op)
+        query(false, |m| m.supports_op(chat_id.as_deref(), &op))
     }
 
     fn fronts_platform(platform: String) -> bool {
-        machine::fronts_platform(platform)
+        query(false, |m| m.fronts_platform(&platform))
     }
 
     fn stats() -> String {
-        machine::stats()
+        query("{}".to_owned(), |m| {
+            serde_json::to_string(&m.stats()).unwrap_or_else(|_| "{}".to_owned())
+        })
     }
 }
 

@@ -11,15 +11,15 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use relay_core::auth::Secret;
+use relay_core::driver::{self, Effects, EventRecord};
 use relay_core::machine::{
-    Command, Completion, Config, Identity, Input as CoreInput, Level, Machine, Now, Output, State,
+    Command, Completion, Delivery, Input as CoreInput, Level, Machine, Now, State,
 };
 
-use super::Input;
+use super::Feed;
 use crate::bindings::hermes::relay::host::Host;
 use crate::bindings::wit;
-use crate::handle::{Answer, Query, Request};
+use crate::messages::{Answer, Query, Request};
 use crate::store::HostState;
 
 /// One adapter's machine.
@@ -31,17 +31,18 @@ impl NativeAdapter {
     /// Builds the machine from the same config record the component gets
     /// and starts it (its first dial goes through `host`).
     pub(crate) fn start(config: &wit::Config, host: &mut HostState) -> Result<Self, String> {
-        let machine = Machine::new(config_from_wit(config), seed()).map_err(|e| e.to_string())?;
+        let machine = Machine::new(relay_core::config_from_record!(config), seed())
+            .map_err(|e| e.to_string())?;
         let mut adapter = Self { machine };
         adapter.handle(host, CoreInput::Start);
         Ok(adapter)
     }
 
     /// The counterpart of one export call.
-    pub(crate) fn feed(&mut self, host: &mut HostState, input: Input) {
+    pub(crate) fn feed(&mut self, host: &mut HostState, input: Feed) {
         match input {
-            Input::Open(conn) => self.handle(host, CoreInput::SocketOpened { conn }),
-            Input::DialFailed(conn, code, reason) => self.handle(
+            Feed::Open(conn) => self.handle(host, CoreInput::SocketOpened { conn }),
+            Feed::DialFailed(conn, code, reason) => self.handle(
                 host,
                 CoreInput::DialFailed {
                     conn,
@@ -49,17 +50,17 @@ impl NativeAdapter {
                     reason: &reason,
                 },
             ),
-            Input::Text(conn, text) => self.handle(
+            Feed::Text(conn, text) => self.handle(
                 host,
                 CoreInput::SocketText {
                     conn,
                     text: text.as_str(),
                 },
             ),
-            Input::Binary(conn, data) => {
+            Feed::Binary(conn, data) => {
                 self.handle(host, CoreInput::SocketBinary { conn, data: &data })
             }
-            Input::Closed(conn, code, reason) => self.handle(
+            Feed::Closed(conn, code, reason) => self.handle(
                 host,
                 CoreInput::SocketClosed {
                     conn,
@@ -67,18 +68,21 @@ impl NativeAdapter {
                     reason: &reason,
                 },
             ),
-            Input::Deadline => self.handle(host, CoreInput::Deadline),
-            Input::Deliveries(answers) => {
+            Feed::Deadline => self.handle(host, CoreInput::Deadline),
+            Feed::Deliveries(answers) => {
+                // One clock read and one drain for the batch, as the guest.
+                let now = now(host);
                 for (delivery, accept) in answers {
                     let input = if accept {
                         CoreInput::AcceptDelivery(delivery)
                     } else {
                         CoreInput::RejectDelivery(delivery)
                     };
-                    self.handle(host, input);
+                    self.machine.handle(now, input);
                 }
+                driver::drain(&mut self.machine, &mut HostEffects(host));
             }
-            Input::Request(request, command) => self.command(host, request, command),
+            Feed::Request(request, command) => self.command(host, request, command),
         }
     }
 
@@ -197,68 +201,67 @@ impl NativeAdapter {
     }
 
     fn handle(&mut self, host: &mut HostState, input: CoreInput<'_>) {
-        self.machine.handle(now(host), input);
-        self.drain(host);
+        driver::step(&mut self.machine, &mut HostEffects(host), input);
+    }
+}
+
+/// The host's `host` import implementations, called directly (the same
+/// code the component's import calls reach).
+struct HostEffects<'a>(&'a mut HostState);
+
+impl Effects for HostEffects<'_> {
+    fn now(&mut self) -> Now {
+        now(self.0)
     }
 
-    /// Performs every pending output, as the guest glue does; a failed
-    /// write is fed back before later outputs.
-    fn drain(&mut self, host: &mut HostState) {
-        while let Some(out) = self.machine.poll_output() {
-            match out {
-                Output::Dial { conn, url, headers } => host.dial(conn, url, headers.0),
-                Output::SendText { conn, text } => {
-                    if let Err(error) = host.send_text(conn, text) {
-                        self.machine.handle(
-                            now(host),
-                            CoreInput::WriteFailed {
-                                conn,
-                                error: &error,
-                            },
-                        );
-                    }
-                }
-                Output::Close { conn, code, reason } => host.close(conn, code, reason),
-                Output::SetDeadline(at) => host.set_deadline(at),
-                Output::Deliver(d) => {
-                    let e = *d.event;
-                    let message_type = e.message_type.as_str().to_owned();
-                    let source = e.source;
-                    host.deliver(wit::MessageEvent {
-                        delivery: d.delivery,
-                        buffer_id: d.buffer_id,
-                        platform: source.platform,
-                        chat_id: source.chat_id,
-                        chat_type: source.chat_type,
-                        user_id: source.user_id,
-                        scope_id: source.scope_id,
-                        thread_id: source.thread_id,
-                        message_type,
-                        text: e.text,
-                        json: d.json,
-                    });
-                }
-                Output::Interrupt {
-                    session_key,
-                    chat_id,
-                } => host.interrupt(session_key, chat_id),
-                Output::Complete {
-                    request,
-                    completion,
-                } => host.complete(request, completion_to_wit(completion)),
-                Output::State { state, detail } => host.state_changed(state_to_wit(state), detail),
-                Output::Fatal {
-                    code,
-                    message,
-                    retryable,
-                } => host.fatal(wit::FatalError {
-                    code,
-                    message,
-                    retryable,
-                }),
-                Output::Log { level, message } => host.log(level_to_wit(level), message),
-            }
-        }
+    fn dial(&mut self, conn: u32, url: String, headers: Vec<(String, String)>) {
+        self.0.dial(conn, url, headers);
+    }
+
+    fn send_text(&mut self, conn: u32, text: String) -> Result<(), String> {
+        self.0.send_text(conn, text)
+    }
+
+    fn close(&mut self, conn: u32, code: u16, reason: String) {
+        self.0.close(conn, code, reason);
+    }
+
+    fn set_deadline(&mut self, at: Option<u64>) {
+        self.0.set_deadline(at);
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        let event =
+            relay_core::to_record!(crate::bindings::wit, event, EventRecord::from(delivery));
+        self.0.deliver(event);
+    }
+
+    fn interrupt(&mut self, session_key: String, chat_id: String) {
+        self.0.interrupt(session_key, chat_id);
+    }
+
+    fn complete(&mut self, request: u64, completion: Completion) {
+        let completion = relay_core::to_record!(crate::bindings::wit, completion, completion);
+        self.0.complete(request, completion);
+    }
+
+    fn state_changed(&mut self, state: State, detail: String) {
+        self.0.state_changed(state_to_wit(state), detail);
+    }
+
+    fn fatal(&mut self, code: String, message: String, retryable: bool) {
+        self.0.fatal(wit::FatalError {
+            code,
+            message,
+            retryable,
+        });
+    }
+
+    fn log(&mut self, level: Level, message: String) {
+        self.0.log(
+            relay_core::to_record!(crate::bindings::wit, level, level),
+            message,
+        );
     }
 }
 
@@ -285,81 +288,6 @@ fn stats_json(m: &Machine) -> String {
     serde_json::to_string(&m.stats()).unwrap_or_else(|_| "{}".to_owned())
 }
 
-fn to_usize(v: u32) -> usize {
-    usize::try_from(v).unwrap_or(usize::MAX)
-}
-
-fn config_from_wit(c: &wit::Config) -> Config {
-    let mut cfg = Config::new(c.connector_url.clone());
-    cfg.identities = c
-        .identities
-        .iter()
-        .map(|i| Identity::new(i.platform.clone(), i.bot_id.clone()))
-        .collect();
-    cfg.gateway_id = c.gateway_id.clone();
-    cfg.secret = c.secret.clone().map(Secret::new).unwrap_or_default();
-    cfg.token_ttl_secs = c.token_ttl_secs;
-    cfg.handshake_timeout_ms = c.handshake_timeout_ms;
-    cfg.outbound_timeout_ms = c.outbound_timeout_ms;
-    cfg.reconnect = c.reconnect;
-    cfg.reconnect_initial_ms = c.reconnect_initial_ms;
-    cfg.reconnect_max_ms = c.reconnect_max_ms;
-    cfg.reconnect_jitter = c.reconnect_jitter;
-    cfg.stable_connection_ms = c.stable_connection_ms;
-    cfg.dormant_redial_ms = c.dormant_redial_ms;
-    cfg.redial_hold_max_ms = c.redial_hold_max_ms;
-    cfg.going_idle_timeout_ms = c.going_idle_timeout_ms;
-    cfg.drain_grace_ms = c.drain_grace_ms;
-    cfg.max_pending = to_usize(c.max_pending);
-    cfg.max_undelivered = to_usize(c.max_undelivered);
-    cfg.seen_capacity = to_usize(c.seen_capacity);
-    cfg.route_capacity = to_usize(c.route_capacity);
-    cfg.max_line_bytes = to_usize(c.max_line_bytes);
-    cfg.authorization_is_upstream = c.authorization_is_upstream;
-    cfg
-}
-
-fn state_to_wit(s: State) -> wit::State {
-    match s {
-        State::Connecting => wit::State::Connecting,
-        State::Handshaking => wit::State::Handshaking,
-        State::Ready => wit::State::Ready,
-        State::Reconnecting => wit::State::Reconnecting,
-        State::Idle => wit::State::Idle,
-        State::Dormant => wit::State::Dormant,
-        State::Disabled => wit::State::Disabled,
-        State::Stopped => wit::State::Stopped,
-    }
-}
-
-fn completion_to_wit(c: Completion) -> wit::Completion {
-    match c {
-        Completion::Sent(r) => wit::Completion::Sent(wit::SendResult {
-            success: r.success,
-            message_id: r.message_id,
-            error: r.error,
-            code: r.code,
-            ambiguous: r.ambiguous,
-            declined: r.declined,
-            thread_id: r.thread_id,
-            auto_thread_name: r.auto_thread_name,
-            raw: r.raw,
-        }),
-        Completion::ChatInfo(i) => wit::Completion::ChatInfo(wit::ChatInfo {
-            name: i.name,
-            chat_type: i.chat_type,
-        }),
-        Completion::Flag(b) => wit::Completion::Flag(b),
-        Completion::Done => wit::Completion::Done,
-    }
-}
-
-fn level_to_wit(l: Level) -> wit::LogLevel {
-    match l {
-        Level::Trace => wit::LogLevel::Trace,
-        Level::Debug => wit::LogLevel::Debug,
-        Level::Info => wit::LogLevel::Info,
-        Level::Warn => wit::LogLevel::Warn,
-        Level::Error => wit::LogLevel::Error,
-    }
+fn state_to_wit(state: State) -> wit::State {
+    relay_core::to_record!(crate::bindings::wit, state, state)
 }
