@@ -2,6 +2,7 @@
 //! completes through the component's `complete` import, or a synchronous
 //! [`Query`]) and how they are answered ([`Completion`], [`Answer`]).
 
+use relay_core::machine::Command;
 use tokio::sync::oneshot;
 
 use crate::admission::Slot;
@@ -90,6 +91,73 @@ impl Request {
                 .as_str()
                 .map(str::to_owned),
             _ => None,
+        }
+    }
+
+    /// The machine's form of the command (borrowing its fields), as the
+    /// component's exports build it; the native engine feeds it directly.
+    pub(crate) fn as_command(&self) -> Command<'_> {
+        match self {
+            Request::Send {
+                chat_id,
+                content,
+                reply_to,
+                metadata,
+                platform,
+            } => Command::Send {
+                chat_id,
+                content,
+                reply_to: reply_to.as_deref(),
+                metadata,
+                platform: platform.as_deref(),
+            },
+            Request::Edit {
+                chat_id,
+                message_id,
+                content,
+                metadata,
+            } => Command::Edit {
+                chat_id,
+                message_id,
+                content,
+                metadata,
+            },
+            Request::Typing {
+                chat_id,
+                metadata,
+                content,
+            } => Command::Typing {
+                chat_id,
+                metadata,
+                content: content.as_deref(),
+            },
+            Request::FollowUp {
+                session_key,
+                kind,
+                content,
+                metadata,
+            } => Command::FollowUp {
+                session_key,
+                kind,
+                content,
+                metadata,
+            },
+            Request::GetChatInfo { chat_id } => Command::GetChatInfo { chat_id },
+            Request::RawAction { action, platform } => Command::RawAction {
+                action,
+                platform: platform.as_deref(),
+            },
+            Request::Interrupt {
+                session_key,
+                reason,
+            } => Command::Interrupt {
+                session_key,
+                reason: reason.as_deref(),
+            },
+            Request::Shutdown => Command::Shutdown,
+            Request::GoDormant => Command::GoDormant,
+            Request::HoldRedial => Command::HoldRedial,
+            Request::ReleaseRedial => Command::ReleaseRedial,
         }
     }
 

@@ -446,15 +446,7 @@ impl Actor {
         // Callers waiting for a slot fail now instead of after admission.
         self.admission.close();
         if let Some(live) = self.live.as_mut() {
-            for (_, conn) in live.store.data_mut().conns.drain() {
-                if conn.open {
-                    let _ = conn
-                        .out
-                        .send(Outgoing::Close(1001, "relay adapter stopped".into()));
-                } else {
-                    conn.task.abort();
-                }
-            }
+            close_all(live.store.data_mut(), 1001, "relay adapter stopped");
         }
         self.mailbox.close();
         while let Ok(mail) = self.mailbox.try_recv() {
@@ -462,6 +454,18 @@ impl Actor {
                 Mail::Request(_, reply, _) => refuse(reply),
                 Mail::Query(_, reply) => refuse(reply),
             }
+        }
+    }
+}
+
+/// Closes every connection of an instance that goes away: an open socket
+/// gets a close frame, a dial in progress is cancelled.
+fn close_all(host: &mut HostState, code: u16, reason: &str) {
+    for (_, conn) in host.conns.drain() {
+        if conn.open {
+            let _ = conn.out.send(Outgoing::Close(code, reason.into()));
+        } else {
+            conn.task.abort();
         }
     }
 }

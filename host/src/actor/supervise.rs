@@ -9,7 +9,6 @@ use super::{Actor, Live};
 use crate::engine::{self, Started};
 use crate::error::AdapterError;
 use crate::events::Event;
-use crate::socket::Outgoing;
 use crate::store::{self, StoreParts};
 
 /// Longest trap description put into a `Fatal` event.
@@ -183,15 +182,7 @@ impl Actor {
             if live.started.elapsed() >= self.config.limits.restart_reset_after {
                 self.backoff = self.config.limits.restart_initial;
             }
-            for (_, conn) in live.store.data_mut().conns.drain() {
-                if conn.open {
-                    let _ = conn
-                        .out
-                        .send(Outgoing::Close(1011, "relay adapter restarting".into()));
-                } else {
-                    conn.task.abort();
-                }
-            }
+            super::close_all(live.store.data_mut(), 1011, "relay adapter restarting");
         }
         self.queue.clear();
         self.io_stash = None;

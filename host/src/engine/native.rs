@@ -12,9 +12,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use relay_core::driver::{self, Effects, EventRecord};
-use relay_core::machine::{
-    Command, Completion, Delivery, Input as CoreInput, Level, Machine, Now, State,
-};
+use relay_core::machine::{Completion, Delivery, Input as CoreInput, Level, Machine, Now, State};
 
 use super::Feed;
 use crate::bindings::hermes::relay::host::Host;
@@ -135,68 +133,7 @@ impl NativeAdapter {
     }
 
     fn command(&mut self, host: &mut HostState, request: u64, command: Request) {
-        let command = match &command {
-            Request::Send {
-                chat_id,
-                content,
-                reply_to,
-                metadata,
-                platform,
-            } => Command::Send {
-                chat_id,
-                content,
-                reply_to: reply_to.as_deref(),
-                metadata,
-                platform: platform.as_deref(),
-            },
-            Request::Edit {
-                chat_id,
-                message_id,
-                content,
-                metadata,
-            } => Command::Edit {
-                chat_id,
-                message_id,
-                content,
-                metadata,
-            },
-            Request::Typing {
-                chat_id,
-                metadata,
-                content,
-            } => Command::Typing {
-                chat_id,
-                metadata,
-                content: content.as_deref(),
-            },
-            Request::FollowUp {
-                session_key,
-                kind,
-                content,
-                metadata,
-            } => Command::FollowUp {
-                session_key,
-                kind,
-                content,
-                metadata,
-            },
-            Request::GetChatInfo { chat_id } => Command::GetChatInfo { chat_id },
-            Request::RawAction { action, platform } => Command::RawAction {
-                action,
-                platform: platform.as_deref(),
-            },
-            Request::Interrupt {
-                session_key,
-                reason,
-            } => Command::Interrupt {
-                session_key,
-                reason: reason.as_deref(),
-            },
-            Request::Shutdown => Command::Shutdown,
-            Request::GoDormant => Command::GoDormant,
-            Request::HoldRedial => Command::HoldRedial,
-            Request::ReleaseRedial => Command::ReleaseRedial,
-        };
+        let command = command.as_command();
         self.handle(host, CoreInput::Command { request, command });
     }
 

@@ -1,0 +1,232 @@
+//! Deliveries (spec §2.4, §2.5, §6.2, §6.17): admission of inbound events,
+//! replay dedupe, duplicates of a delivery awaiting its verdict, acks after
+//! accept, and the overload path (`going_idle`, then a drain re-dial).
+
+use super::*;
+
+#[derive(Debug, Clone)]
+pub(super) struct InFlight {
+    pub(super) key: Option<String>,
+    /// The chat whose route this delivery pins until its verdict.
+    pub(super) chat_id: String,
+    pub(super) buffer_id: Option<String>,
+    pub(super) conn: u32,
+    /// Duplicates that arrived while this delivery awaited its verdict.
+    pub(super) duplicates: Vec<(u32, Option<String>)>,
+}
+
+/// What the delivery path owns.
+#[derive(Debug)]
+pub(super) struct Deliveries {
+    /// Keys of accepted deliveries (replay dedupe).
+    pub(super) seen: BoundedSet,
+    /// Deliveries awaiting the gateway's verdict.
+    pub(super) in_flight: FxHashMap<u64, InFlight>,
+    /// The delivery that owns each dedupe key while it awaits its verdict.
+    pub(super) key_owner: HashMap<String, u64>,
+    pub(super) next_delivery: u64,
+}
+
+impl Deliveries {
+    pub(super) fn new(seen_capacity: usize) -> Deliveries {
+        Deliveries {
+            seen: BoundedSet::new(seen_capacity),
+            in_flight: FxHashMap::default(),
+            key_owner: HashMap::new(),
+            next_delivery: 1,
+        }
+    }
+}
+
+impl Machine {
+    /// Acks a buffered delivery that arrived on `conn`. A `bufferId` names
+    /// an entry of the connector's per-instance buffer, not of one
+    /// connection (§2.5: acks are idempotent connector-side), so a verdict
+    /// given after a re-dial is acked on the current connection once it is
+    /// ready: otherwise every delivery accepted across a re-dial (the
+    /// overload drain re-dials on purpose) comes back as a replay, and past
+    /// `seen_capacity` as a duplicate.
+    pub(super) fn ack(&mut self, conn: u32, buffer_id: String) {
+        let target = match self.link.phase {
+            Phase::Ready { conn: live, .. } => Some(live),
+            Phase::Handshaking { conn: live, .. } if live == conn => Some(live),
+            _ => None,
+        };
+        if let Some(live) = target {
+            self.stats.acks += 1;
+            self.send_frame(live, &GatewayFrame::InboundAck { buffer_id }, None);
+        }
+    }
+
+    pub(super) fn admit(
+        &mut self,
+        now: Now,
+        conn: u32,
+        event: MessageEvent,
+        buffer_id: Option<String>,
+        key: Option<String>,
+    ) {
+        let t = now.mono_ns;
+        if let Some(k) = &key {
+            if self.deliveries.seen.contains(k) {
+                self.stats.dedupe_hits += 1;
+                self.log(
+                    Level::Info,
+                    format!("relay inbound dropped as replay: {}", truncate(k, 128)),
+                );
+                if let Some(b) = buffer_id {
+                    self.ack(conn, b);
+                }
+                return;
+            }
+            if let Some(owner) = self.deliveries.key_owner.get(k).copied()
+                && let Some(f) = self.deliveries.in_flight.get_mut(&owner)
+            {
+                self.stats.dedupe_hits += 1;
+                // Only buffered copies need an answer (an ack once the owner
+                // is accepted); a few per key is plenty, the rest are replayed.
+                if let Some(b) = buffer_id
+                    && f.duplicates.len() < MAX_DUPLICATES_PER_KEY
+                    && !f
+                        .duplicates
+                        .iter()
+                        .any(|(c, d)| *c == conn && d.as_deref() == Some(&b))
+                {
+                    f.duplicates.push((conn, Some(b)));
+                }
+                return;
+            }
+        }
+        // Live frames before the connector's answer to `going_idle` are the
+        // flip window; after an ack, or once it went unanswered, they mean
+        // the connector ignores it.
+        let connector_ignores_idle = self.idle.overload || self.idle.timed_out_on == Some(conn);
+        if connector_ignores_idle
+            && self.deliveries.in_flight.len() >= self.cfg.max_undelivered.saturating_mul(2).max(2)
+        {
+            // The connector ignores `going_idle` and the gateway is far
+            // behind: close so the connector buffers, rather than grow.
+            self.log(
+                Level::Warn,
+                "relay gateway far behind and the connector keeps sending; closing to shed load",
+            );
+            self.close(conn, CLOSE_TRY_AGAIN_LATER, "gateway overloaded");
+            self.socket_lost(now, conn, CLOSE_TRY_AGAIN_LATER, "gateway overloaded", true);
+            return;
+        }
+        if self.deliveries.in_flight.len() >= self.cfg.max_undelivered {
+            self.request_overload_idle(t, conn);
+            if buffer_id.is_some() {
+                // The connector keeps it and replays it once we have caught up.
+                self.log(
+                    Level::Warn,
+                    "relay buffered inbound left unacked: gateway overloaded",
+                );
+                return;
+            }
+        }
+        self.routes.capture(&event);
+        // The reply to this message needs the route: keep it until the
+        // gateway's verdict (a reply made before then is pending and pins
+        // it on its own).
+        self.routes.pin(&event.source.chat_id);
+        let delivery = self.deliveries.next_delivery;
+        self.deliveries.next_delivery += 1;
+        if let Some(k) = &key {
+            self.deliveries.key_owner.insert(k.clone(), delivery);
+        }
+        self.deliveries.in_flight.insert(
+            delivery,
+            InFlight {
+                key,
+                chat_id: event.source.chat_id.clone(),
+                buffer_id: buffer_id.clone(),
+                conn,
+                duplicates: Vec::new(),
+            },
+        );
+        self.stats.deliveries += 1;
+        let json = event.to_gateway_json(self.cfg.authorization_is_upstream);
+        self.outputs.push_back(Output::Deliver(Delivery {
+            delivery,
+            buffer_id,
+            event: Box::new(event),
+            json,
+        }));
+    }
+
+    pub(super) fn on_verdict(&mut self, delivery: u64, accepted: bool) {
+        let Some(f) = self.deliveries.in_flight.remove(&delivery) else {
+            self.log(
+                Level::Debug,
+                format!("relay verdict for unknown delivery {delivery}"),
+            );
+            return;
+        };
+        if let Some(k) = &f.key {
+            self.deliveries.key_owner.remove(k);
+        }
+        self.routes.unpin(&f.chat_id);
+        if !accepted {
+            return;
+        }
+        if let Some(b) = f.buffer_id {
+            self.ack(f.conn, b);
+        }
+        for (conn, b) in f.duplicates {
+            if let Some(b) = b {
+                self.ack(conn, b);
+            }
+        }
+        if let Some(k) = f.key {
+            self.deliveries.seen.insert(k);
+        }
+    }
+
+    pub(super) fn request_overload_idle(&mut self, t: u64, conn: u32) {
+        if self.idle.overload || self.idle.wait.is_some() || self.idle.shutdown.is_some() {
+            return;
+        }
+        if let Phase::Ready { .. } = self.link.phase {
+            self.log(
+                Level::Warn,
+                format!(
+                    "relay gateway has {} undelivered messages; asking the connector to buffer",
+                    self.deliveries.in_flight.len()
+                ),
+            );
+            self.send_frame(conn, &GatewayFrame::GoingIdle, None);
+            self.idle.wait = Some(IdleWait {
+                purpose: IdlePurpose::Overload,
+                deadline: t.saturating_add(ms(self.cfg.going_idle_timeout_ms)),
+            });
+        }
+    }
+
+    /// Once overloaded-and-idle and caught up, re-dial to drain the replay.
+    pub(super) fn maybe_leave_overload(&mut self, now: Now) {
+        if !self.idle.overload
+            || self.deliveries.in_flight.len() > self.cfg.max_undelivered / 2
+            || !self.outbound.pending.is_empty()
+            || self.idle.shutdown.is_some()
+            || self.idle.wait.is_some()
+            || self.link.hold_until.is_some()
+        {
+            return;
+        }
+        if let Phase::Ready { conn, .. } = self.link.phase {
+            self.log(
+                Level::Info,
+                "relay caught up; re-dialing to drain the connector's buffer",
+            );
+            self.close(conn, CLOSE_NORMAL, "draining replay");
+            self.idle.overload = false;
+            self.receive.decoder.reset();
+            self.dial(now);
+            // A re-dial of our own making is no outage: requests made before
+            // it opens wait for it (bounded by their timeout) instead of
+            // failing as "not connected".
+            self.idle.drain_redial = true;
+        }
+    }
+}
