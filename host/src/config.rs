@@ -146,30 +146,34 @@ impl AdapterConfig {
 
 impl Default for AdapterConfig {
     fn default() -> Self {
+        // Every protocol default is the core's, so the two cannot drift.
+        let core = relay_core::machine::Config::new(String::new());
+        let ms = Duration::from_millis;
+        let bound = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
         Self {
             identities: Vec::new(),
             connector_url: String::new(),
             gateway_id: String::new(),
             secret: None,
-            token_ttl_secs: 300,
-            handshake_timeout: Duration::from_secs(30),
-            outbound_timeout: Duration::from_secs(30),
-            reconnect: true,
-            reconnect_initial: Duration::from_secs(1),
-            reconnect_max: Duration::from_secs(30),
-            reconnect_jitter: None,
-            stable_connection: Duration::from_secs(10),
-            dormant_redial: Duration::from_secs(1),
-            redial_hold_max: Duration::from_secs(60),
-            going_idle_timeout: Duration::from_secs(2),
-            drain_grace: Duration::from_millis(1500),
-            max_pending: 1024,
+            token_ttl_secs: core.token_ttl_secs,
+            handshake_timeout: ms(core.handshake_timeout_ms),
+            outbound_timeout: ms(core.outbound_timeout_ms),
+            reconnect: core.reconnect,
+            reconnect_initial: ms(core.reconnect_initial_ms),
+            reconnect_max: ms(core.reconnect_max_ms),
+            reconnect_jitter: core.reconnect_jitter,
+            stable_connection: ms(core.stable_connection_ms),
+            dormant_redial: ms(core.dormant_redial_ms),
+            redial_hold_max: ms(core.redial_hold_max_ms),
+            going_idle_timeout: ms(core.going_idle_timeout_ms),
+            drain_grace: ms(core.drain_grace_ms),
+            max_pending: bound(core.max_pending),
             admission_timeout: Duration::from_secs(60),
-            max_undelivered: 256,
-            seen_capacity: 512,
-            route_capacity: 4096,
-            max_line_bytes: 1 << 20,
-            authorization_is_upstream: true,
+            max_undelivered: bound(core.max_undelivered),
+            seen_capacity: bound(core.seen_capacity),
+            route_capacity: bound(core.route_capacity),
+            max_line_bytes: bound(core.max_line_bytes),
+            authorization_is_upstream: core.authorization_is_upstream,
             limits: HostLimits::default(),
         }
     }

@@ -5,7 +5,6 @@
 //! re-attached into a copy (never overwriting a truthy caller value). The
 //! cache is a bounded LRU so a busy gateway cannot grow it without limit.
 
-use crate::bounded::BoundedSet;
 use crate::event::MessageEvent;
 use crate::lenient::is_truthy;
 use serde_json::{Map, Value};
@@ -40,19 +39,29 @@ pub struct Route {
 }
 
 /// A bounded least-recently-used map whose keys can be pinned: a pinned key
-/// is never evicted (it leaves the recency order while pinned). The
-/// capacity bounds the unpinned keys, so the map holds at most its capacity
-/// plus the pinned keys.
+/// is never evicted. The capacity bounds the unpinned keys, so the map holds
+/// at most its capacity plus the pinned keys. Touching a held key, pinning
+/// and unpinning allocate nothing; eviction passes over a pinned key by
+/// moving it to the back of the order, so each eviction is amortised O(log n).
 #[derive(Debug, Clone)]
 pub struct LruMap<V> {
-    entries: HashMap<String, (V, u64)>,
-    /// Unpinned keys by recency tick; eviction pops the first.
+    entries: HashMap<String, Slot<V>>,
+    /// Every held key by recency tick; eviction pops the first unpinned one.
     order: BTreeMap<u64, String>,
-    /// Pin counts of pinned keys, present or not (a key pinned before it is
-    /// inserted is pinned from its insertion on).
-    pins: HashMap<String, u32>,
+    /// Held keys with at least one pin.
+    pinned_held: usize,
+    /// Pin counts of keys pinned before they were inserted (rare: a request
+    /// to a chat the cache has not seen); taken over on insertion.
+    early_pins: HashMap<String, u32>,
     tick: u64,
     capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Slot<V> {
+    value: V,
+    tick: u64,
+    pins: u32,
 }
 
 impl<V> LruMap<V> {
@@ -62,7 +71,8 @@ impl<V> LruMap<V> {
         LruMap {
             entries: HashMap::new(),
             order: BTreeMap::new(),
-            pins: HashMap::new(),
+            pinned_held: 0,
+            early_pins: HashMap::new(),
             tick: 0,
             capacity: capacity.max(1),
         }
@@ -80,93 +90,209 @@ impl<V> LruMap<V> {
 
     /// Number of distinct pinned keys (held or not).
     pub fn pinned(&self) -> usize {
-        self.pins.len()
+        self.pinned_held + self.early_pins.len()
     }
 
     /// The value for `key` without touching its recency.
     pub fn peek(&self, key: &str) -> Option<&V> {
-        self.entries.get(key).map(|(v, _)| v)
+        self.entries.get(key).map(|slot| &slot.value)
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    /// Evicts the least recent unpinned key, passing pinned ones to the
+    /// back; `None` when every held key is pinned.
+    fn evict_one(&mut self) -> Option<String> {
+        for _ in 0..self.order.len() {
+            let (_, key) = self.order.pop_first()?;
+            match self.entries.remove_entry(&key) {
+                Some((held, mut slot)) if slot.pins > 0 => {
+                    // Pinned: to the back of the order (keys moved, not copied).
+                    self.tick += 1;
+                    slot.tick = self.tick;
+                    self.order.insert(self.tick, key);
+                    self.entries.insert(held, slot);
+                }
+                _ => return Some(key),
+            }
+        }
+        None
+    }
+
+    fn unpinned_held(&self) -> usize {
+        self.entries.len() - self.pinned_held
     }
 
     /// The value for `key`, inserting `make()` when absent; marks it most
     /// recent and evicts the least recent unpinned key when over capacity.
-    /// Returns the value and the key evicted to make room, if any.
+    /// Returns the value (always `Some`; an `Option` only so that no path
+    /// can panic) and the key evicted to make room, if any.
     pub fn entry_or_insert_with(
         &mut self,
         key: &str,
         make: impl FnOnce() -> V,
-    ) -> (&mut V, Option<String>) {
-        self.tick += 1;
-        let tick = self.tick;
+    ) -> (Option<&mut V>, Option<String>) {
+        self.touch(key, make, false)
+    }
+
+    /// [`LruMap::entry_or_insert_with`], pinning the key once more when
+    /// `pin` is set (one lookup for both).
+    pub fn touch(
+        &mut self,
+        key: &str,
+        make: impl FnOnce() -> V,
+        pin: bool,
+    ) -> (Option<&mut V>, Option<String>) {
+        let now = self.next_tick();
         let mut evicted = None;
-        let pinned = self.pins.contains_key(key);
-        // The capacity bounds the unpinned keys: pinned ones are on top.
-        if !pinned
-            && !self.entries.contains_key(key)
-            && self.order.len() >= self.capacity
-            && let Some((_, oldest)) = self.order.pop_first()
-        {
-            self.entries.remove(&oldest);
-            evicted = Some(oldest);
-        }
-        let slot = self
-            .entries
-            .entry(key.to_owned())
-            .or_insert_with(|| (make(), 0));
-        if !pinned {
-            if slot.1 != 0 {
-                self.order.remove(&slot.1);
+        match self.entries.get(key).map(|slot| slot.tick) {
+            Some(old) => {
+                if let Some(held) = self.order.remove(&old) {
+                    self.order.insert(now, held);
+                }
             }
-            self.order.insert(tick, key.to_owned());
+            None => {
+                let pins = if self.early_pins.is_empty() {
+                    0
+                } else {
+                    self.early_pins.remove(key).unwrap_or(0)
+                };
+                if pins == 0 && self.unpinned_held() >= self.capacity {
+                    evicted = self.evict_one();
+                }
+                if pins > 0 {
+                    self.pinned_held += 1;
+                }
+                self.order.insert(now, key.to_owned());
+                self.entries.insert(
+                    key.to_owned(),
+                    Slot {
+                        value: make(),
+                        tick: now,
+                        pins,
+                    },
+                );
+            }
         }
-        slot.1 = tick;
-        (&mut slot.0, evicted)
+        let pinned_held = &mut self.pinned_held;
+        let value = self.entries.get_mut(key).map(|slot| {
+            slot.tick = now;
+            if pin {
+                slot.pins = slot.pins.saturating_add(1);
+                if slot.pins == 1 {
+                    *pinned_held += 1;
+                }
+            }
+            &mut slot.value
+        });
+        (value, evicted)
     }
 
     /// Pins `key` once more; it is not evicted until every pin is released.
     pub fn pin(&mut self, key: &str) {
-        let count = self.pins.entry(key.to_owned()).or_insert(0);
-        *count = count.saturating_add(1);
-        if *count == 1
-            && let Some((_, tick)) = self.entries.get(key)
-        {
-            self.order.remove(tick);
+        match self.entries.get_mut(key) {
+            Some(slot) => {
+                slot.pins = slot.pins.saturating_add(1);
+                if slot.pins == 1 {
+                    self.pinned_held += 1;
+                }
+            }
+            None => {
+                let count = self.early_pins.entry(key.to_owned()).or_insert(0);
+                *count = count.saturating_add(1);
+            }
         }
     }
 
-    /// Releases one pin of `key`. Once unpinned, a held key becomes the
-    /// most recent (it was just in use) and the map trims back to its
-    /// capacity; returns the keys evicted by that trim.
+    /// Releases one pin of `key`. Once it has none, the map trims back to
+    /// its capacity (it may have grown past it while the key was pinned);
+    /// returns the keys evicted by that trim. The key keeps its place in
+    /// the recency order (it was touched when captured).
     pub fn unpin(&mut self, key: &str) -> Vec<String> {
-        let Some(count) = self.pins.get_mut(key) else {
+        let Some(slot) = self.entries.get_mut(key) else {
+            if let Some(count) = self.early_pins.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.early_pins.remove(key);
+                }
+            }
             return Vec::new();
         };
-        *count -= 1;
-        if *count > 0 {
+        if slot.pins == 0 {
             return Vec::new();
         }
-        self.pins.remove(key);
-        let mut evicted = Vec::new();
-        self.tick += 1;
-        let tick = self.tick;
-        if let Some(slot) = self.entries.get_mut(key) {
-            slot.1 = tick;
-            self.order.insert(tick, key.to_owned());
+        slot.pins -= 1;
+        if slot.pins > 0 {
+            return Vec::new();
         }
-        while self.order.len() > self.capacity {
-            let Some((_, oldest)) = self.order.pop_first() else {
-                break;
-            };
-            self.entries.remove(&oldest);
-            evicted.push(oldest);
+        self.pinned_held -= 1;
+        let mut evicted = Vec::new();
+        while self.unpinned_held() > self.capacity {
+            match self.evict_one() {
+                Some(key) => evicted.push(key),
+                None => break,
+            }
         }
         evicted
     }
 
-    /// Drops every entry (pins stay: their holders still release them).
+    /// Drops every entry; pins stay (their holders still release them).
     pub fn clear(&mut self) {
-        self.entries.clear();
+        for (key, slot) in self.entries.drain() {
+            if slot.pins > 0 {
+                self.early_pins.insert(key, slot.pins);
+            }
+        }
         self.order.clear();
+        self.pinned_held = 0;
+    }
+}
+
+/// Chats whose route was evicted, remembered by a 64-bit hash of the chat id
+/// (a false match costs only a spurious warning), bounded and oldest-first.
+#[derive(Debug, Clone)]
+struct Forgotten {
+    /// Keyed per cache, so a connector cannot choose colliding chat ids.
+    keys: std::collections::hash_map::RandomState,
+    /// The hashes are already uniform: a cheap hasher is enough for them.
+    hashes: rustc_hash::FxHashSet<u64>,
+    order: std::collections::VecDeque<u64>,
+    capacity: usize,
+}
+
+impl Forgotten {
+    fn new(capacity: usize) -> Forgotten {
+        Forgotten {
+            keys: std::collections::hash_map::RandomState::new(),
+            hashes: rustc_hash::FxHashSet::default(),
+            order: std::collections::VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn hash(&self, chat_id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.keys.hash_one(chat_id)
+    }
+
+    fn insert(&mut self, chat_id: &str) {
+        let hash = self.hash(chat_id);
+        if !self.hashes.insert(hash) {
+            return;
+        }
+        self.order.push_back(hash);
+        if self.order.len() > self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.hashes.remove(&oldest);
+        }
+    }
+
+    fn contains(&self, chat_id: &str) -> bool {
+        !self.hashes.is_empty() && self.hashes.contains(&self.hash(chat_id))
     }
 }
 
@@ -177,7 +303,7 @@ pub struct RoutingCache {
     /// Chats whose route was evicted (as many as the cache holds): a reply
     /// to one of them is a route miss, reported rather than sent silently
     /// unrouted.
-    forgotten: BoundedSet,
+    forgotten: Forgotten,
 }
 
 impl Default for RoutingCache {
@@ -202,7 +328,7 @@ impl RoutingCache {
     pub fn new(capacity: usize) -> RoutingCache {
         RoutingCache {
             routes: LruMap::new(capacity),
-            forgotten: BoundedSet::new(capacity),
+            forgotten: Forgotten::new(capacity),
         }
     }
 
@@ -229,7 +355,7 @@ impl RoutingCache {
     pub fn unpin(&mut self, chat_id: &str) {
         if !chat_id.is_empty() && chat_id.len() <= MAX_ROUTE_VALUE_BYTES {
             for chat in self.routes.unpin(chat_id) {
-                self.forgotten.insert(chat);
+                self.forgotten.insert(&chat);
             }
         }
     }
@@ -258,16 +384,27 @@ impl RoutingCache {
     /// Learns from an inbound event (§6.3, newest rules). Events without a
     /// chat id teach nothing.
     pub fn capture(&mut self, event: &MessageEvent) {
+        self.learn(event, false);
+    }
+
+    /// [`RoutingCache::capture`], then [`RoutingCache::pin`] the chat, in
+    /// one lookup (a delivery pins its chat until the gateway's verdict).
+    pub fn capture_pinned(&mut self, event: &MessageEvent) {
+        self.learn(event, true);
+    }
+
+    fn learn(&mut self, event: &MessageEvent, pin: bool) {
         let src = &event.source;
         if src.chat_id.is_empty() || src.chat_id.len() > MAX_ROUTE_VALUE_BYTES {
             return;
         }
-        let (route, evicted) = self
-            .routes
-            .entry_or_insert_with(&src.chat_id, Route::default);
+        let (route, evicted) = self.routes.touch(&src.chat_id, Route::default, pin);
         if let Some(chat) = evicted {
-            self.forgotten.insert(chat);
+            self.forgotten.insert(&chat);
         }
+        let Some(route) = route else {
+            return;
+        };
         if !src.platform.is_empty()
             && src.platform != crate::event::DEFAULT_PLATFORM
             && src.platform.len() <= MAX_ROUTE_VALUE_BYTES
@@ -306,8 +443,11 @@ impl RoutingCache {
         }
         let (route, evicted) = self.routes.entry_or_insert_with(chat_id, Route::default);
         if let Some(chat) = evicted {
-            self.forgotten.insert(chat);
+            self.forgotten.insert(&chat);
         }
+        let Some(route) = route else {
+            return;
+        };
         if !platform.is_empty() && platform != crate::event::DEFAULT_PLATFORM {
             route.platform = Some(platform.to_owned());
         }
@@ -520,7 +660,10 @@ mod tests {
         assert_eq!(c.pinned(), 2);
         c.unpin("a");
         assert_eq!(c.len(), 3, "unpinned trimmed back to capacity");
-        assert!(c.get("a").is_some(), "just released counts as most recent");
+        assert!(
+            c.get("a").is_some(),
+            "passed to the back while it was pinned"
+        );
         assert!(c.get("d").is_none() && c.get("e").is_some());
         assert!(c.is_forgotten("c") && c.is_forgotten("d"));
         assert!(!c.is_forgotten("zzz"), "never known is no miss");
@@ -541,7 +684,8 @@ mod tests {
         c.unpin("x");
         c.unpin("x"); // an extra release is ignored
         assert_eq!(c.pinned(), 0);
-        c.prime("v", "discord", None, Some("u"), None);
+        // Released past the capacity: the least recent unpinned goes.
+        assert_eq!(c.len(), 1);
         assert!(c.get("x").is_none() && c.is_forgotten("x"));
         c.prime("x", "discord", None, Some("u2"), None);
         assert!(!c.is_forgotten("x"), "relearned");

@@ -125,11 +125,10 @@ impl Machine {
                 return;
             }
         }
-        self.routes.capture(&event);
         // The reply to this message needs the route: keep it until the
         // gateway's verdict (a reply made before then is pending and pins
         // it on its own).
-        self.routes.pin(&event.source.chat_id);
+        self.routes.capture_pinned(&event);
         let delivery = self.deliveries.next_delivery;
         self.deliveries.next_delivery += 1;
         if let Some(k) = &key {

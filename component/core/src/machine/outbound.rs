@@ -82,7 +82,7 @@ impl Machine {
                     Some(p) => Some(p.to_owned()),
                     None => self.routes.platform(chat_id).map(str::to_owned),
                 };
-                self.check_route("send", chat_id);
+                self.check_route("send", chat_id, platform.is_none() && tag.is_some());
                 let metadata = self.wire_metadata(chat_id, metadata);
                 let action = Action::Send {
                     chat_id: chat_id.to_owned(),
@@ -99,7 +99,7 @@ impl Machine {
                 metadata,
             } => {
                 let tag = self.routes.platform(chat_id).map(str::to_owned);
-                self.check_route("edit", chat_id);
+                self.check_route("edit", chat_id, tag.is_some());
                 let metadata = self.wire_metadata(chat_id, metadata);
                 let action = Action::Edit {
                     chat_id: chat_id.to_owned(),
@@ -115,7 +115,7 @@ impl Machine {
                 content,
             } => {
                 let tag = self.routes.platform(chat_id).map(str::to_owned);
-                self.check_route("typing", chat_id);
+                self.check_route("typing", chat_id, tag.is_some());
                 let metadata = self.wire_metadata(chat_id, metadata);
                 let action = Action::Typing {
                     chat_id: chat_id.to_owned(),
@@ -195,8 +195,9 @@ impl Machine {
     /// Reports a reply to a chat whose route was known but evicted: it goes
     /// out without its routing keys, which a connector may decline, so it
     /// is counted and logged instead of going out silently.
-    pub(super) fn check_route(&mut self, op: &str, chat_id: &str) {
-        if self.routes.is_forgotten(chat_id) {
+    pub(super) fn check_route(&mut self, op: &str, chat_id: &str, routed: bool) {
+        // A chat whose platform came from its route has one: no lookup.
+        if !routed && self.routes.is_forgotten(chat_id) {
             self.stats.route_misses += 1;
             self.log(
                 Level::Warn,
@@ -272,7 +273,7 @@ impl Machine {
         }
         let mut tag = platform.map(str::to_owned);
         if let Some(chat) = &chat_id {
-            self.check_route(&op, chat);
+            self.check_route(&op, chat, false);
             let caller = match action.remove("metadata") {
                 Some(Value::Object(m)) => m,
                 _ => Map::new(),
