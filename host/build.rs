@@ -1,158 +1,20 @@
-//! Builds the two guest components with a nested cargo and hands their paths
-//! to the crate:
-//! - `component/guest` (the relay adapter, `relay_guest.wasm`) as
-//!   `RELAY_GUEST_WASM`; `Plugin::new` embeds it.
-//! - `component/test-guest` (TEST ONLY, a deliberately misbehaving component,
-//!   `relay_test_guest.wasm`) as `RELAY_TEST_GUEST_WASM`; only
-//!   `tests/host.rs` embeds it, so it never reaches a shipped binary.
-//!
-//! Recipe and pitfalls: /work/shared/notes/wasm-toolchain.md §3. Each nested
-//! build uses its own target dir under OUT_DIR (sharing the outer one
-//! deadlocks on the artifact lock), runs from the guest's dir (so its
-//! `.cargo/config.toml` applies) and drops the host's flag variables (host
-//! RUSTFLAGS break the wasm link; an inherited CARGO_ENCODED_RUSTFLAGS hides
-//! the guest's own rustflags). CARGO_MAKEFLAGS is kept so the nested cargo
-//! shares the outer jobserver.
-
-use std::env;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-/// One guest crate to build.
-struct Guest {
-    /// Directory relative to this crate's manifest.
-    dir: &'static str,
-    /// The `.wasm` the build produces (crate name with `_`).
-    wasm: &'static str,
-    /// The `rustc-env` variable that carries the copied `.wasm`'s path.
-    env: &'static str,
-    /// Target dir name under OUT_DIR.
-    target: &'static str,
-}
-
-const GUESTS: [Guest; 2] = [
-    Guest {
-        dir: "../component/guest",
-        wasm: "relay_guest.wasm",
-        env: "RELAY_GUEST_WASM",
-        target: "guest-target",
-    },
-    Guest {
-        dir: "../component/test-guest",
-        wasm: "relay_test_guest.wasm",
-        env: "RELAY_TEST_GUEST_WASM",
-        target: "test-guest-target",
-    },
-];
+//! With the `embedded-component` feature (on by default), builds the relay
+//! adapter component (`component/guest`, `relay_guest.wasm`) for
+//! `wasm32-wasip2` and hands its path to the crate as `RELAY_GUEST_WASM`;
+//! `Plugin::new` and `Plugin::shared` embed it. Without the feature nothing
+//! is built and no wasm32 target is needed: components are then loaded with
+//! `Plugin::from_file` / `Plugin::from_bytes`. The test-only misbehaving
+//! component is built by `tests/artifacts` (`relay-test-artifacts`), which
+//! only tests depend on.
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    println!("cargo:rerun-if-changed=../wit");
-    for guest in &GUESTS {
-        build_guest(guest, &manifest_dir, &out_dir);
-    }
-}
-
-fn build_guest(guest: &Guest, manifest_dir: &Path, out_dir: &Path) {
-    let guest_dir = manifest_dir.join(guest.dir);
-    for file in ["Cargo.toml", "Cargo.lock", "src"] {
-        println!("cargo:rerun-if-changed={}/{file}", guest.dir);
-    }
-    // A missing path would make every build dirty; track it once it exists.
-    if guest_dir.join(".cargo").exists() {
-        println!("cargo:rerun-if-changed={}/.cargo", guest.dir);
-    }
-
-    let guest_target = out_dir.join(guest.target);
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&guest_dir)
-        .args([
-            "build",
-            "--release",
-            "--target=wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(guest_dir.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&guest_target)
-        .stdout(Stdio::from(std::io::stderr()))
-        .stderr(Stdio::piped());
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
-        cmd.env_remove(var);
-    }
-
-    let what = format!("the guest component {} ({})", guest.wasm, guest.dir);
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("failed to run cargo for {what}: {e}"));
-    // Show the nested build's diagnostics (visible with -vv or on failure).
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprint!("{stderr}");
-    if !output.status.success() {
-        if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
-            println!(
-                "cargo:warning=the wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2`"
-            );
-        }
-        panic!(
-            "building {what} for wasm32-wasip2 failed ({}); see the output above. \
-             If the target is missing: rustup target add wasm32-wasip2",
-            output.status
-        );
-    }
-
-    let built = guest_target.join("wasm32-wasip2/release").join(guest.wasm);
-    track_dep_file(&built.with_extension("d"));
-
-    let wasm = out_dir.join(guest.wasm);
-    fs::copy(&built, &wasm)
-        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), wasm.display()));
-    println!("cargo:rustc-env={}={}", guest.env, wasm.display());
-}
-
-/// Re-run when any input of the guest build changes: its `.d` file lists every
-/// source, including path dependencies (`component/core`) and the WIT files.
-fn track_dep_file(dep_file: &Path) {
-    let Ok(text) = fs::read_to_string(dep_file) else {
-        println!(
-            "cargo:warning=no dep-info at {}; guest rebuilds are tracked coarsely",
-            dep_file.display()
-        );
-        return;
-    };
-    // Format: `<output>: <dep> <dep> ...`, spaces inside paths escaped as `\ `.
-    let Some((_, deps)) = text.split_once(": ") else {
-        return;
-    };
-    let mut current = String::new();
-    let mut chars = deps.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if matches!(chars.peek(), Some(' ')) => {
-                current.push(' ');
-                chars.next();
-            }
-            ' ' | '\n' | '\r' | '\t' => {
-                if !current.is_empty() {
-                    println!("cargo:rerun-if-changed={current}");
-                    current.clear();
-                }
-            }
-            _ => current.push(c),
-        }
-    }
-    if !current.is_empty() {
-        println!("cargo:rerun-if-changed={current}");
+    println!("cargo:rerun-if-changed=build.rs");
+    if std::env::var_os("CARGO_FEATURE_EMBEDDED_COMPONENT").is_some() {
+        relay_guest_build::build(&relay_guest_build::Guest {
+            dir: "../component/guest",
+            wasm: "relay_guest.wasm",
+            env: "RELAY_GUEST_WASM",
+            target: "guest-target",
+        });
     }
 }

@@ -4,7 +4,7 @@
 //! `api-version` check every new instance passes before it is used.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -39,14 +39,18 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     /// The component built into this crate (`component/guest`, compiled by the
     /// build script). Compiles it (tens of ms in release); keep the result and
-    /// clone it, or use [`Plugin::shared`].
+    /// clone it, or use [`Plugin::shared`]. Needs the `embedded-component`
+    /// feature (on by default).
+    #[cfg(feature = "embedded-component")]
     pub fn new() -> Result<Self, PluginError> {
         Self::from_bytes(include_bytes!(env!("RELAY_GUEST_WASM")))
     }
 
     /// The built-in component, compiled once per process on first use.
+    /// Needs the `embedded-component` feature (on by default).
+    #[cfg(feature = "embedded-component")]
     pub fn shared() -> Result<Self, PluginError> {
-        static SHARED: Mutex<Option<Plugin>> = Mutex::new(None);
+        static SHARED: std::sync::Mutex<Option<Plugin>> = std::sync::Mutex::new(None);
         let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(plugin) = shared.as_ref() {
             return Ok(plugin.clone());
@@ -76,6 +80,7 @@ impl Plugin {
     /// yields). `host/benches/component.rs` measures what the epoch checks
     /// cost; never run untrusted input on it.
     #[doc(hidden)]
+    #[cfg(feature = "embedded-component")]
     pub fn without_epoch_interruption() -> Result<Self, PluginError> {
         Self::compile(include_bytes!(env!("RELAY_GUEST_WASM")), false)
     }

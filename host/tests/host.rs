@@ -3,7 +3,7 @@
 //! connector (`relay-stub`) over real WebSockets on 127.0.0.1.
 //!
 //! Tests named `test_guest_*` load the TEST ONLY misbehaving component
-//! (`component/test-guest`, built by `build.rs` as `RELAY_TEST_GUEST_WASM`):
+//! (`component/test-guest`, built by `tests/artifacts` (`relay-test-artifacts`)):
 //! connector frames `__test_panic|spin|grow|flood|stdio|dial` make it trap,
 //! spin, grow, flood imports, write to stdio or dial elsewhere.
 //!
@@ -11,144 +11,26 @@
 //! Every wait has a deadline: the stub's waiters, [`next_event`] and
 //! [`wait_until`]; timers in [`config`] are milliseconds so tests stay fast.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use relay_host::{
-    Adapter, AdapterConfig, AdapterError, AdapterHandle, Event, EventStream, Identity,
-    MessageEvent, Plugin, Secret, SendResult, State,
+    Adapter, AdapterConfig, AdapterError, AdapterHandle, Event, EventStream, Identity, Plugin,
+    Secret, SendResult, State,
 };
 use relay_stub::{
     Closer, ConnState, Deliverable, Delivery, Hello, OutboundReply, StubConfig, StubConnector,
     UpgradeFate, descriptors, events,
+};
+use relay_test_support::{
+    WAIT, capture_logs, fatal, global_logs, message, misbehaving_plugin as test_plugin, next_event,
+    plugin, state_detail,
 };
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-/// Deadline of every wait.
-const WAIT: Duration = Duration::from_secs(10);
-
-// ---------------------------------------------------------------- plugins
-
-/// The real relay component, compiled once per process.
-fn plugin() -> &'static Plugin {
-    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
-    PLUGIN.get_or_init(|| Plugin::shared().expect("the built-in component loads"))
-}
-
-/// The TEST ONLY misbehaving component, compiled once per process.
-fn test_plugin() -> &'static Plugin {
-    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
-    PLUGIN.get_or_init(|| {
-        Plugin::from_bytes(include_bytes!(env!("RELAY_TEST_GUEST_WASM")))
-            .expect("the test guest loads")
-    })
-}
-
-// ---------------------------------------------------------------- logs
-
-/// Formatted `tracing` output, for assertions on what the host logged.
-#[derive(Clone, Default)]
-struct LogBuf(Arc<Mutex<Vec<u8>>>);
-
-impl LogBuf {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    fn contains(&self, needle: &str) -> bool {
-        self.text().contains(needle)
-    }
-
-    /// Lines containing `needle`.
-    fn lines_with(&self, needle: &str) -> Vec<String> {
-        self.text()
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Waits until the logs contain `needle`; on timeout, shows the logs.
-    async fn wait_for(&self, needle: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !self.contains(needle) {
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "timed out waiting for {needle:?} in the logs; logs:\n{}",
-                    self.text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
-impl Write for LogBuf {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn subscriber(buf: LogBuf) -> impl tracing::Subscriber + Send + Sync {
-    tracing_subscriber::fmt()
-        .with_writer(move || buf.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish()
-}
-
-/// This test's logs only. A thread-local default subscriber, so only for
-/// current-thread tests: there the host, the stub and the guest (on a fiber
-/// of the same thread) all log on the test's thread.
-struct TestLogs {
-    buf: LogBuf,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
-impl std::ops::Deref for TestLogs {
-    type Target = LogBuf;
-
-    fn deref(&self) -> &LogBuf {
-        &self.buf
-    }
-}
-
-fn capture_logs() -> TestLogs {
-    global_logs();
-    let buf = LogBuf::default();
-    let guard = tracing::subscriber::set_default(subscriber(buf.clone()));
-    TestLogs { buf, _guard: guard }
-}
-
-/// Process-wide logs (worker threads of multi-thread tests log here); shared
-/// by all tests, so look for needles unique to the test.
-///
-/// Every test installs it before anything logs ([`stub_with`], [`spawn_on`],
-/// [`capture_logs`]): `tracing` caches each callsite's interest when the
-/// callsite is first hit, combined over the dispatchers alive at that moment.
-/// With none alive it caches "never", and a test's scoped subscriber
-/// registered concurrently can miss the rebuild, silently losing that
-/// callsite's events. The global subscriber keeps one alive at all times.
-fn global_logs() -> &'static LogBuf {
-    static LOGS: OnceLock<LogBuf> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = LogBuf::default();
-        tracing::subscriber::set_global_default(subscriber(buf.clone()))
-            .expect("no other global subscriber");
-        buf
-    })
-}
 
 // ---------------------------------------------------------------- harness
 
@@ -173,21 +55,9 @@ async fn stub() -> StubConnector {
     stub_with(StubConfig::default()).await
 }
 
-/// Fast timers for tests; reconnects are immediate-ish and deterministic.
+/// The shared fast timers ([`relay_test_support::fast`]) for `stub`.
 fn config(stub: &StubConnector) -> AdapterConfig {
-    let mut config = AdapterConfig::new(stub.url());
-    config.handshake_timeout = Duration::from_secs(2);
-    config.outbound_timeout = Duration::from_secs(5);
-    config.reconnect_initial = Duration::from_millis(20);
-    config.reconnect_max = Duration::from_millis(200);
-    config.reconnect_jitter = Some(1.0);
-    config.stable_connection = Duration::from_millis(50);
-    config.dormant_redial = Duration::from_millis(50);
-    config.going_idle_timeout = Duration::from_millis(500);
-    config.drain_grace = Duration::from_millis(200);
-    config.limits.connect_timeout = Duration::from_secs(2);
-    config.limits.restart_initial = Duration::from_millis(20);
-    config
+    relay_test_support::fast(stub.url())
 }
 
 async fn spawn_on(plugin: &Plugin, config: AdapterConfig) -> (AdapterHandle, EventStream) {
@@ -199,54 +69,6 @@ async fn spawn_on(plugin: &Plugin, config: AdapterConfig) -> (AdapterHandle, Eve
 
 async fn spawn(config: AdapterConfig) -> (AdapterHandle, EventStream) {
     spawn_on(plugin(), config).await
-}
-
-/// The next event matching `pick`, skipping (and dropping) others.
-async fn next_event<T>(
-    events: &mut EventStream,
-    what: &str,
-    mut pick: impl FnMut(Event) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, events.next()).await {
-            Ok(Some(event)) => {
-                if let Some(found) = pick(event) {
-                    return found;
-                }
-            }
-            Ok(None) => panic!("event stream ended while waiting for {what}"),
-            Err(_) => panic!("timed out waiting for {what}"),
-        }
-    }
-}
-
-async fn state_detail(events: &mut EventStream, state: State) -> String {
-    next_event(events, &format!("state {state}"), |e| match e {
-        Event::State { state: s, detail } if s == state => Some(detail),
-        _ => None,
-    })
-    .await
-}
-
-async fn fatal(events: &mut EventStream) -> (String, String, bool) {
-    next_event(events, "a fatal event", |e| match e {
-        Event::Fatal {
-            code,
-            message,
-            retryable,
-        } => Some((code, message, retryable)),
-        _ => None,
-    })
-    .await
-}
-
-async fn message(events: &mut EventStream) -> MessageEvent {
-    next_event(events, "a message event", |e| match e {
-        Event::Message(m) => Some(m),
-        _ => None,
-    })
-    .await
 }
 
 /// Waits for the `n`-th handshaken connection (1-based) and its `ready`.
@@ -1739,17 +1561,8 @@ async fn a_fresh_instance_has_no_routes_until_prime_route_restores_reattachment(
 // ------------------------------------------- capabilities: the secret
 
 /// Every `tracing` record at TRACE and above, for one current-thread test.
-fn capture_trace_logs() -> TestLogs {
-    global_logs();
-    let buf = LogBuf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    TestLogs { buf, _guard: guard }
+fn capture_trace_logs() -> relay_test_support::TestLogs {
+    relay_test_support::capture_logs_at(tracing::Level::TRACE)
 }
 
 #[tokio::test]

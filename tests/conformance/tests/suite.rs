@@ -5,54 +5,28 @@
 
 use base64::Engine as _;
 use relay_host::{
-    Adapter, AdapterConfig, AdapterHandle, Event, EventStream, Identity, MessageEvent, Plugin,
-    Secret, SendResult, State,
+    Adapter, AdapterConfig, AdapterHandle, Event, EventStream, Identity, MessageEvent, Secret,
+    SendResult, State,
 };
 use relay_stub::{
     HelloReply, IdleReply, OutboundReply, Passthrough, ReceivedFrame, StubConfig, StubConnector,
     UpgradeFate, descriptors, events,
 };
 use serde_json::{Map, Value, json};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(10);
+use relay_test_support::{WAIT, next_event_seen, plugin};
 
 mod backpressure;
 mod hostile;
 
-fn plugin() -> &'static Plugin {
-    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
-    PLUGIN.get_or_init(|| {
-        // `RUST_LOG=relay=debug cargo test -p relay-conformance` shows the
-        // adapter's own log lines for a failing scenario.
-        if std::env::var_os("RUST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_test_writer()
-                .try_init();
-        }
-        Plugin::shared().expect("the built-in component loads")
-    })
-}
-
-/// Millisecond-scale timers, jitter pinned at the top of each rung.
+/// The shared fast timers with one Discord identity (bot `B1`).
 fn fast(url: String) -> AdapterConfig {
-    let mut c = AdapterConfig::new(url);
+    let mut c = relay_test_support::fast(url);
     c.identities = vec![Identity {
         platform: "discord".into(),
         bot_id: "B1".into(),
     }];
-    c.handshake_timeout = Duration::from_secs(2);
-    c.outbound_timeout = Duration::from_secs(2);
-    c.reconnect_initial = Duration::from_millis(20);
-    c.reconnect_max = Duration::from_millis(160);
-    c.reconnect_jitter = Some(1.0);
-    c.stable_connection = Duration::from_millis(400);
-    c.dormant_redial = Duration::from_millis(20);
-    c.redial_hold_max = Duration::from_secs(5);
-    c.going_idle_timeout = Duration::from_millis(300);
-    c.drain_grace = Duration::from_millis(300);
     c
 }
 
@@ -98,28 +72,16 @@ fn meta(v: Value) -> Map<String, Value> {
 
 impl World {
     /// The next event `pick` accepts; states and fatals are recorded on the way.
-    async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let event = match tokio::time::timeout_at(deadline, self.events.next()).await {
-                Ok(Some(e)) => e,
-                Ok(None) => panic!("event stream ended waiting for {what}"),
-                Err(_) => panic!(
-                    "timed out waiting for {what}; states so far {:?}",
-                    self.states
-                ),
-            };
-            match &event {
-                Event::State { state, detail } => self.states.push((*state, detail.clone())),
-                Event::Fatal {
-                    code, retryable, ..
-                } => self.fatals.push((code.clone(), *retryable)),
-                _ => {}
-            }
-            if let Some(t) = pick(event) {
-                return t;
-            }
-        }
+    async fn expect<T>(&mut self, what: &str, pick: impl FnMut(Event) -> Option<T>) -> T {
+        let (states, fatals) = (&mut self.states, &mut self.fatals);
+        let record = |event: &Event| match event {
+            Event::State { state, detail } => states.push((*state, detail.clone())),
+            Event::Fatal {
+                code, retryable, ..
+            } => fatals.push((code.clone(), *retryable)),
+            _ => {}
+        };
+        next_event_seen(&mut self.events, what, record, pick).await
     }
 
     async fn state(&mut self, want: State) -> String {
