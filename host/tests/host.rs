@@ -465,23 +465,6 @@ async fn send_goes_out_as_an_outbound_frame_with_the_route_and_resolves_with_its
 }
 
 #[tokio::test]
-async fn an_unanswered_send_times_out_as_ambiguous() {
-    let stub = stub().await;
-    stub.set_outbound_reply(Some("send"), OutboundReply::NoAnswer);
-    let mut config = config(&stub);
-    config.outbound_timeout = Duration::from_millis(200);
-    let (handle, mut events) = spawn(config).await;
-    handshake(&stub, &mut events, 1).await;
-
-    let result = send(&handle, "chan1", "into the void").await;
-    assert!(!result.success);
-    assert!(result.ambiguous, "{result:?}");
-    assert_eq!(stub.pending_requests().len(), 1);
-    let stats = handle.stats().await.unwrap();
-    assert_eq!(stats["timeouts"], 1, "{stats}");
-}
-
-#[tokio::test]
 async fn queries_and_commands_resolve_through_the_component() {
     let stub = stub().await;
     stub.set_chat_info("chan1", "ops", "group");
@@ -589,48 +572,6 @@ async fn send_forced(handle: &AdapterHandle, platform: &str) -> SendResult {
     )
     .await
     .expect("send resolves")
-}
-
-#[tokio::test]
-async fn interrupts_go_both_ways() {
-    let stub = stub().await;
-    let (handle, mut events) = spawn(config(&stub)).await;
-    handshake(&stub, &mut events, 1).await;
-
-    // connector -> gateway
-    stub.interrupt_inbound("s1", "chan1").await.unwrap();
-    let (key, chat) = next_event(&mut events, "an interrupt", |e| match e {
-        Event::Interrupt {
-            session_key,
-            chat_id,
-        } => Some((session_key, chat_id)),
-        _ => None,
-    })
-    .await;
-    assert_eq!((key.as_str(), chat.as_str()), ("s1", "chan1"));
-
-    // gateway -> connector, without and with a reason
-    handle
-        .interrupt("agent:main:discord:group:chan1", None)
-        .await
-        .unwrap();
-    let frame = stub.wait_for_frame_type("interrupt", WAIT).await.unwrap();
-    let frame = frame.json.unwrap();
-    assert_eq!(frame["session_key"], "agent:main:discord:group:chan1");
-    assert_eq!(
-        frame.get("reason"),
-        Some(&Value::Null),
-        "reason is null: {frame}"
-    );
-    handle
-        .interrupt("s2", Some("user pressed stop".into()))
-        .await
-        .unwrap();
-    let frames = stub
-        .wait_for_frames(2, |f| f.is("interrupt"), WAIT)
-        .await
-        .unwrap();
-    assert_eq!(frames[1].get("reason"), Some(&json!("user pressed stop")));
 }
 
 #[tokio::test]

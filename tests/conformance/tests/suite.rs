@@ -475,6 +475,17 @@ async fn interrupts_both_ways() {
         f.json,
         Some(json!({"type":"interrupt","session_key":"k2","reason":null}))
     );
+    // With a reason, it is carried verbatim.
+    w.handle
+        .interrupt("s2", Some("user pressed stop".into()))
+        .await
+        .expect("interrupt");
+    let frames = w
+        .stub
+        .wait_for_frames(2, |f| f.is("interrupt"), WAIT)
+        .await
+        .expect("two interrupts");
+    assert_eq!(frames[1].get("reason"), Some(&json!("user pressed stop")));
 }
 
 // ---------------------------------------------------------------------------
@@ -747,6 +758,10 @@ async fn outbound_timeout_is_ambiguous() {
     let r = w.send("chan1", "x", json!({})).await;
     assert!(!r.success && r.ambiguous, "{r:?}");
     assert_eq!(r.error.as_deref(), Some("relay outbound timed out"));
+    // The connector still holds it (it may apply it), and it is counted.
+    assert_eq!(w.stub.pending_requests().len(), 1);
+    let stats = w.handle.stats().await.expect("stats");
+    assert_eq!(stats["timeouts"], 1, "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
