@@ -268,96 +268,9 @@ impl StubConfig {
     }
 }
 
-/// Ready-made descriptor objects (§2.3 / §3.1).
-pub mod descriptors {
-    use serde_json::{Value, json};
+pub mod descriptors;
 
-    /// The §2.3 example: Discord, 2000 chars, edits and threads, with
-    /// `get_chat_info` advertised.
-    pub fn discord() -> Value {
-        json!({
-            "contract_version": 1, "platform": "discord", "label": "Discord",
-            "max_message_length": 2000, "supports_draft_streaming": false,
-            "supports_edit": true, "supports_threads": true,
-            "markdown_dialect": "discord", "len_unit": "chars",
-            "supported_ops": ["send", "edit", "typing", "follow_up", "get_chat_info"]
-        })
-    }
-
-    /// A Telegram-like descriptor: 4096 UTF-16 units, MarkdownV2.
-    pub fn telegram() -> Value {
-        json!({
-            "contract_version": 1, "platform": "telegram", "label": "Telegram",
-            "max_message_length": 4096, "supports_draft_streaming": false,
-            "supports_edit": true, "supports_threads": false,
-            "markdown_dialect": "markdown_v2", "len_unit": "utf16"
-        })
-    }
-
-    /// A Slack-like descriptor: mrkdwn, threads, block formatting.
-    pub fn slack() -> Value {
-        json!({
-            "contract_version": 1, "platform": "slack", "label": "Slack",
-            "max_message_length": 4000, "supports_draft_streaming": false,
-            "supports_edit": true, "supports_threads": true,
-            "markdown_dialect": "mrkdwn", "len_unit": "chars",
-            "supports_block_formatting": true,
-            "supported_ops": ["send", "edit", "typing", "follow_up", "get_chat_info", "delete"]
-        })
-    }
-
-    /// A minimal valid descriptor for any platform name (legacy op set).
-    pub fn minimal(platform: &str) -> Value {
-        json!({
-            "contract_version": 1, "platform": platform, "label": platform,
-            "max_message_length": 4096, "supports_draft_streaming": false,
-            "supports_edit": true, "supports_threads": false,
-            "markdown_dialect": "plain", "len_unit": "chars"
-        })
-    }
-}
-
-/// Ready-made inbound `event` objects (§4.1). Each call gets a fresh
-/// `message_id` (`in-1`, `in-2`, … per process) so a gateway's duplicate
-/// filter never swallows a second push of the same text.
-pub mod events {
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    use serde_json::{Value, json};
-
-    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-    fn next_message_id() -> String {
-        format!("in-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// A Discord guild text message like the §2.4 example, with this text.
-    pub fn discord_text(text: &str) -> Value {
-        let id = next_message_id();
-        json!({
-            "text": text, "message_type": "text", "message_id": id,
-            "source": {
-                "platform": "discord", "chat_id": "chan1", "chat_type": "group",
-                "scope_id": "guildA", "user_id": "u1", "user_name": "ben",
-                "thread_id": null, "chat_name": "Hermes / #ops", "chat_topic": null,
-                "message_id": id
-            }
-        })
-    }
-
-    /// A DM on `platform` from `user_id` in `chat_id`.
-    pub fn dm(platform: &str, chat_id: &str, user_id: &str, text: &str) -> Value {
-        let id = next_message_id();
-        json!({
-            "text": text, "message_type": "text", "message_id": id,
-            "source": {
-                "platform": platform, "chat_id": chat_id, "chat_type": "dm",
-                "user_id": user_id, "user_name": user_id, "thread_id": null,
-                "chat_name": null, "chat_topic": null
-            }
-        })
-    }
-}
+pub mod events;
 
 /// A `passthrough_forward` payload (§2.11). The body is kept as the exact
 /// `bodyB64` string so a test can also send invalid base64.
