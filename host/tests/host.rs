@@ -12,7 +12,7 @@
 //! [`wait_until`]; timers in [`config`] are milliseconds so tests stay fast.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use relay_host::{
     Adapter, AdapterConfig, AdapterError, AdapterHandle, Event, EventStream, Identity, Plugin,
@@ -803,70 +803,6 @@ async fn a_wss_connector_is_dialed_over_tls() {
 }
 
 // ------------------------------------------- real component: auth
-
-#[tokio::test]
-async fn a_4401_after_the_handshake_redials_once_with_a_fresh_token_then_disables() {
-    let stub = stub_with(StubConfig::default().with_secret("s3cret")).await;
-    let mut config = config(&stub);
-    config.gateway_id = "gw-1".into();
-    config.secret = Some(Secret::new("s3cret"));
-    // Only the immediate fresh-token re-dial can beat this ladder.
-    config.reconnect_initial = Duration::from_secs(60);
-    config.reconnect_max = Duration::from_secs(60);
-    let (handle, mut events) = spawn(config).await;
-    handshake(&stub, &mut events, 1).await;
-    let first = stub.connections().remove(0);
-    assert_eq!(first.gateway_id.as_deref(), Some("gw-1"), "token verified");
-
-    // Tokens carry whole seconds: let the wall clock pass the first dial's
-    // second so the re-dial's token is visibly fresh (a clock condition,
-    // bounded, not a synchronisation).
-    let second = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
-    wait_until("the next wall-clock second", || {
-        second(SystemTime::now()) > second(first.accepted_at)
-    })
-    .await;
-    // The secret is revoked: the re-dial's token no longer verifies.
-    stub.set_secrets(vec!["rotated".into()]);
-    stub.close(4401, "unauthorized").await.unwrap();
-
-    let detail = state_detail(&mut events, State::Disabled).await;
-    assert!(detail.contains("Relay disabled"), "{detail}");
-    let (code, _, retryable) = fatal(&mut events).await;
-    assert_eq!(code, "relay_disabled");
-    assert!(!retryable);
-
-    let conns = stub.wait_for_connections(2, WAIT).await.unwrap();
-    assert_eq!(
-        conns[1].state,
-        ConnState::Rejected {
-            code: 4401,
-            reason: "unauthorized".into()
-        }
-    );
-    let bearer = |i: usize| conns[i].header("authorization").unwrap().to_string();
-    assert!(bearer(0).starts_with("Bearer ") && bearer(1).starts_with("Bearer "));
-    assert_ne!(bearer(0), bearer(1), "the re-dial mints a fresh token");
-    let token = relay_stub::auth::bearer_token(&bearer(1))
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        relay_stub::auth::verify_token(&token, &["s3cret"], second(SystemTime::now())),
-        Ok("gw-1".to_string()),
-        "the fresh token is valid for the old secret"
-    );
-
-    // Terminal: nothing more is dialed.
-    assert_eq!(handle.state().await.unwrap(), State::Disabled);
-    handle.release_redial().await.unwrap();
-    let more = stub
-        .wait_for_connections(3, Duration::from_millis(300))
-        .await;
-    assert!(more.is_err(), "no third dial: {:?}", stub.connections());
-    let stats = handle.stats().await.unwrap();
-    assert_eq!(stats["dials"], 2, "{stats}");
-    assert_eq!(stats["unauthorized"], 2, "{stats}");
-}
 
 #[tokio::test]
 async fn the_secret_never_reaches_debug_output_or_logs() {

@@ -9,11 +9,11 @@ use relay_host::{
     SendResult, State,
 };
 use relay_stub::{
-    HelloReply, IdleReply, OutboundReply, Passthrough, ReceivedFrame, StubConfig, StubConnector,
-    UpgradeFate, descriptors, events,
+    ConnState, HelloReply, IdleReply, OutboundReply, Passthrough, ReceivedFrame, StubConfig,
+    StubConnector, descriptors, events,
 };
 use serde_json::{Map, Value, json};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use relay_test_support::{WAIT, next_event_seen, plugin};
 
@@ -690,21 +690,44 @@ async fn unauthorized_before_handshake_is_retried() {
     assert!(w.fatals.is_empty());
 }
 
+/// The secret is revoked after the handshake: the 4401 close gets exactly
+/// one immediate re-dial with a freshly minted token; its refusal is
+/// terminal (§5.4, §6.16).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_after_handshake_gets_one_fresh_token_retry_then_disables() {
-    let mut w = world_with(StubConfig::default().with_secret(SECRET), authed).await;
+    let mut w = world_with(StubConfig::default().with_secret(SECRET), |c| {
+        authed(c);
+        // Only the immediate fresh-token re-dial can beat this ladder.
+        c.reconnect_initial = Duration::from_secs(60);
+        c.reconnect_max = Duration::from_secs(60);
+    })
+    .await;
     w.state(State::Ready).await;
-    w.stub
-        .refuse_next_upgrades(
-            2,
-            UpgradeFate::CloseAfterAccept {
-                code: 4401,
-                reason: "unauthorized".into(),
-            },
-        )
-        .expect("queue");
-    w.stub.close(4401, "revoked").await.expect("close");
-    w.state(State::Disabled).await;
+    let first = w.stub.connections().remove(0);
+    assert_eq!(
+        first.gateway_id.as_deref(),
+        Some("gw-test"),
+        "token verified"
+    );
+
+    // Tokens carry whole seconds: let the wall clock pass the first dial's
+    // second so the re-dial's token is visibly fresh (a clock condition,
+    // bounded, not a synchronisation).
+    let second = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while second(SystemTime::now()) <= second(first.accepted_at) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the clock stands still"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The secret is revoked: the re-dial's token no longer verifies.
+    w.stub.set_secrets(vec!["rotated".into()]);
+    w.stub.close(4401, "unauthorized").await.expect("close");
+
+    let detail = w.state(State::Disabled).await;
+    assert!(detail.contains("Relay disabled"), "{detail}");
     let (code, retryable) = w
         .expect("fatal", |e| match e {
             Event::Fatal {
@@ -714,21 +737,45 @@ async fn unauthorized_after_handshake_gets_one_fresh_token_retry_then_disables()
         })
         .await;
     assert_eq!((code.as_str(), retryable), ("relay_disabled", false));
-    let conns = w.stub.connections();
+
+    let conns = w.stub.wait_for_connections(2, WAIT).await.expect("re-dial");
     assert_eq!(conns.len(), 2, "exactly one fresh-token retry");
-    // The retry carries a bearer minted at its own dial (identical text within
-    // the same second, since `exp` has one-second resolution).
-    assert!(
-        conns[1]
-            .header("authorization")
-            .is_some_and(|h| h.starts_with("Bearer "))
+    assert_eq!(
+        conns[1].state,
+        ConnState::Rejected {
+            code: 4401,
+            reason: "unauthorized".into()
+        }
     );
-    let r = w
+    let bearer = |i: usize| {
+        conns[i]
+            .header("authorization")
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(bearer(0).starts_with("Bearer ") && bearer(1).starts_with("Bearer "));
+    assert_ne!(bearer(0), bearer(1), "the re-dial mints a fresh token");
+    let retry = bearer(1);
+    let token = relay_stub::auth::bearer_token(&retry).unwrap_or_default();
+    assert_eq!(
+        relay_stub::auth::verify_token(token, &[SECRET], second(SystemTime::now())),
+        Ok("gw-test".to_string()),
+        "the fresh token is valid for the old secret"
+    );
+
+    // Terminal: nothing more is dialed, not even after a redial release,
+    // and sends fail.
+    assert_eq!(w.handle.state().await.expect("state"), State::Disabled);
+    w.handle.release_redial().await.expect("release");
+    let more = w
         .stub
         .wait_for_connections(3, Duration::from_millis(300))
         .await;
-    assert!(r.is_err(), "no dial after revocation");
+    assert!(more.is_err(), "no dial after revocation");
     assert!(!w.send("chan1", "x", json!({})).await.success);
+    let stats = w.handle.stats().await.expect("stats");
+    assert_eq!(stats["dials"], 2, "{stats}");
+    assert_eq!(stats["unauthorized"], 2, "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
