@@ -1522,15 +1522,19 @@ async fn demo_walks_every_step_and_exits_0() {
     }
 }
 
-/// The `embed` example's binary, built on demand (a plain `cargo test
-/// --test cli` does not build examples).
+/// The `embed` example's binary, built with the workspace's feature set:
+/// after `cargo test --workspace` (which builds examples) this is a no-op,
+/// and a plain `cargo test --test cli` builds just the example. Building
+/// `-p relay-host` alone would unify features differently and compile a
+/// second wasmtime (minutes of CPU, gigabytes of disk: it once ran a CI
+/// machine out of space).
 async fn embed_example() -> PathBuf {
     let bin = Path::new(BIN);
     let examples = bin.parent().unwrap().join("examples");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
-        .args(["build", "--quiet", "-p", "relay-host", "--example", "embed"])
+        .args(["build", "--quiet", "--workspace", "--example", "embed"])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     // Same profile as this test run (`target/<profile>/relay-host`).
     if bin.parent().and_then(Path::file_name) == Some("release".as_ref()) {
