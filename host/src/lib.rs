@@ -74,5 +74,7 @@ pub use config::{AdapterConfig, DEFAULT_MEMORY_BYTES, HostLimits, Identity, Secr
 pub use error::{AdapterError, PluginError};
 pub use events::{DeliveryAck, Event, EventStream, MessageEvent};
 pub use handle::AdapterHandle;
+#[cfg(feature = "embedded-component")]
+pub use plugin::EMBEDDED_COMPONENT;
 pub use plugin::Plugin;
 pub use types::{ChatInfo, HOST_API_VERSION, Health, SendResult, State};

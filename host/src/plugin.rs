@@ -36,6 +36,12 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
+/// The bytes of the component built into this crate (`component/guest`,
+/// compiled by the build script): what [`Plugin::new`] runs and what
+/// `relay-host component --out FILE` writes for other hosts.
+#[cfg(feature = "embedded-component")]
+pub const EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("RELAY_GUEST_WASM"));
+
 impl Plugin {
     /// The component built into this crate (`component/guest`, compiled by the
     /// build script). Compiles it (tens of ms in release); keep the result and
@@ -43,7 +49,7 @@ impl Plugin {
     /// feature (on by default).
     #[cfg(feature = "embedded-component")]
     pub fn new() -> Result<Self, PluginError> {
-        Self::from_bytes(include_bytes!(env!("RELAY_GUEST_WASM")))
+        Self::from_bytes(EMBEDDED_COMPONENT)
     }
 
     /// The built-in component, compiled once per process on first use.
@@ -82,7 +88,7 @@ impl Plugin {
     #[doc(hidden)]
     #[cfg(feature = "embedded-component")]
     pub fn without_epoch_interruption() -> Result<Self, PluginError> {
-        Self::compile(include_bytes!(env!("RELAY_GUEST_WASM")), false)
+        Self::compile(EMBEDDED_COMPONENT, false)
     }
 
     fn compile(wasm: &[u8], epoch: bool) -> Result<Self, PluginError> {

@@ -62,6 +62,8 @@ const STATES: &[&str] = &[
 /// One output stream of a child, collected line by line on a thread.
 struct Stream {
     lines: Mutex<Vec<String>>,
+    /// While true the pump reads nothing more ([`Proc::pause_stdout`]).
+    paused: (Mutex<bool>, std::sync::Condvar),
     eof: AtomicBool,
     changed: watch::Sender<u64>,
 }
@@ -70,6 +72,7 @@ impl Stream {
     fn pump(reader: impl Read + Send + 'static) -> Arc<Stream> {
         let stream = Arc::new(Stream {
             lines: Mutex::new(Vec::new()),
+            paused: (Mutex::new(false), std::sync::Condvar::new()),
             eof: AtomicBool::new(false),
             changed: watch::Sender::new(0),
         });
@@ -79,6 +82,12 @@ impl Stream {
             let mut buf = Vec::new();
             loop {
                 buf.clear();
+                {
+                    let mut paused = s.paused.0.lock().unwrap();
+                    while *paused {
+                        paused = s.paused.1.wait(paused).unwrap();
+                    }
+                }
                 match reader.read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
@@ -115,9 +124,20 @@ struct Proc {
 
 impl Proc {
     fn start(mut cmd: Command, label: &str) -> Proc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null());
+        Self::spawn(cmd, label)
+    }
+
+    /// A process whose stdin the test writes (`run --agent stdio`).
+    fn start_piped(mut cmd: Command, label: &str) -> (Proc, std::process::ChildStdin) {
+        cmd.stdin(Stdio::piped());
+        let mut p = Self::spawn(cmd, label);
+        let stdin = p.child.stdin.take().unwrap();
+        (p, stdin)
+    }
+
+    fn spawn(mut cmd: Command, label: &str) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("{label}: cannot spawn: {e}"));
@@ -217,6 +237,17 @@ impl Proc {
                 );
             }
         }
+    }
+
+    /// Stops reading stdout (the pipe fills and the child's writes block)
+    /// until [`Proc::resume_stdout`]; lines read so far stay.
+    fn pause_stdout(&self) {
+        *self.out.paused.0.lock().unwrap() = true;
+    }
+
+    fn resume_stdout(&self) {
+        *self.out.paused.0.lock().unwrap() = false;
+        self.out.paused.1.notify_all();
     }
 
     fn running(&mut self) -> bool {
@@ -387,6 +418,20 @@ fn check_line(line: &str) -> Value {
             assert!(v["code"].is_string() && v["message"].is_string(), "{line}");
             assert!(v["retryable"].is_boolean(), "{line}");
         }
+        "result" => {
+            let ok = v["ok"].as_bool().unwrap_or_else(|| panic!("ok: {line}"));
+            let body = if ok { "result" } else { "error" };
+            assert_eq!(keys(&v), set(&["kind", "id", "ok", body]), "{line}");
+            assert!(
+                v["id"].is_string() || v["id"].is_i64() || v["id"].is_u64() || v["id"].is_null(),
+                "{line}"
+            );
+            if ok {
+                assert!(v["result"].is_object(), "{line}");
+            } else {
+                assert!(v["error"].is_string(), "{line}");
+            }
+        }
         "sent" => {
             assert_eq!(keys(&v), set(&["kind", "chat_id", "result"]), "{line}");
             assert!(v["chat_id"].is_string(), "{line}");
@@ -437,6 +482,10 @@ fn is_state(v: &Value, state: &str) -> bool {
 async fn stub(config: StubConfig) -> StubConnector {
     StubConnector::start(config).await.expect("start the stub")
 }
+
+// The two-way bridge: `run --agent stdio`.
+#[path = "cli/stdio.rs"]
+mod stdio;
 
 // ----- run -------------------------------------------------------------------
 
@@ -1459,7 +1508,98 @@ async fn config_check_applies_precedence_and_redacts_the_secret() {
     assert!(!c.to_string().contains(SECRET) && !stderr.contains(SECRET));
 }
 
+// ----- component, inspect, demo, example ---------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_out_writes_the_built_in_bytes_and_inspect_reads_them() {
+    let dir = std::env::temp_dir().join(format!("relay-cli-component-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("relay.wasm");
+    let path = file.to_str().unwrap();
+    let mut p = Proc::start(relay_host(&["component", "--out", path]), "component --out");
+    assert_eq!(p.wait_exit(START).await, 0, "{}", p.context());
+    let written = std::fs::read(&file).unwrap();
+    assert_eq!(
+        written,
+        relay_host::EMBEDDED_COMPONENT,
+        "the very bytes run by the binary"
+    );
+    let lines = p.stdout_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let v: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(
+        keys(&v),
+        set(&["path", "size_bytes", "sha256", "api_version"])
+    );
+    assert_eq!(v["size_bytes"], written.len());
+    assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
+    // No temporary file left beside it.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [std::ffi::OsString::from("relay.wasm")]);
+
+    let mut p = Proc::start(
+        relay_host(&["inspect", "--component", path, "--json"]),
+        "inspect --component",
+    );
+    assert_eq!(p.wait_exit(START).await, 0, "{}", p.context());
+    let v: Value = serde_json::from_str(&p.stdout_lines()[0]).unwrap();
+    assert_eq!(v["package"], "hermes:relay@0.1.0");
+    assert_eq!(v["size_bytes"], written.len());
+
+    // A directory that does not exist: exit 1, a clear line, nothing written.
+    let missing = dir.join("no/such/dir/relay.wasm");
+    let mut p = Proc::start(
+        relay_host(&["component", "--out", missing.to_str().unwrap()]),
+        "component --out missing",
+    );
+    assert_eq!(p.wait_exit(WAIT).await, 1, "{}", p.context());
+    assert!(p.stderr().contains("cannot write"), "{}", p.stderr());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 // ----- inspect, demo, example -------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_gateway_example_replies_and_exits_0() {
+    let stub = stub(StubConfig::default().with_secret(SECRET)).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/stdio_gateway.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).arg(BIN).arg(stub.base_url());
+    for var in ENV_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.env("GATEWAY_RELAY_ID", "gw-py")
+        .env("GATEWAY_RELAY_SECRET", SECRET)
+        .env("STDIO_GATEWAY_EXIT_AFTER", "2");
+    let mut p = Proc::start(cmd, "examples/stdio_gateway.py");
+    let conn = stub.wait_for_handshakes(1, START).await.unwrap();
+    assert_eq!(conn.gateway_id.as_deref(), Some("gw-py"));
+    stub.push_inbound(events::discord_text("ping"))
+        .await
+        .unwrap();
+    stub.push_inbound(events::dm("discord", "dm-1", "u5", "pong?"))
+        .await
+        .unwrap();
+    let sends = stub
+        .wait_for_frames(2, |f| f.op() == Some("send"), WAIT)
+        .await
+        .unwrap();
+    let contents: BTreeSet<&str> = sends
+        .iter()
+        .filter_map(|f| f.get("action")?.get("content")?.as_str())
+        .collect();
+    assert_eq!(contents, set(&["you said: ping", "you said: pong?"]));
+    assert_eq!(p.wait_exit(WAIT).await, 0, "{}", p.context());
+    stub.wait_for_frame_type("going_idle", WAIT).await.unwrap();
+    let out = p.stdout_lines().join("\n");
+    assert!(
+        out.contains("replied in chan1: success=True") && out.contains("replied in dm-1"),
+        "{out}"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_json_has_the_documented_schema() {

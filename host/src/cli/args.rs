@@ -25,6 +25,9 @@ pub enum Command {
     /// Show the component's API version, WIT world, exports and imports.
     #[command(after_long_help = INSPECT_AFTER_HELP)]
     Inspect(InspectArgs),
+    /// Write the built-in component (`.wasm`) to a file, for other hosts.
+    #[command(after_long_help = COMPONENT_AFTER_HELP)]
+    Component(ComponentArgs),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -53,6 +56,10 @@ pub enum Agent {
     /// Print and accept each message, then send its text back to its chat
     /// (pipelined) and print a `sent` line when the send resolves.
     Echo,
+    /// A two-way bridge: commands as JSON lines on stdin, one `result` line
+    /// per command on stdout beside the event lines; messages wait for the
+    /// caller's `accept` / `reject`. End of stdin shuts down.
+    Stdio,
 }
 
 impl Agent {
@@ -61,6 +68,7 @@ impl Agent {
         match self {
             Agent::Print => "print",
             Agent::Echo => "echo",
+            Agent::Stdio => "stdio",
         }
     }
 }
@@ -150,6 +158,14 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// Flags of `component`.
+#[derive(Debug, Clone, Args)]
+pub struct ComponentArgs {
+    /// Where to write the component; `-` writes the bytes to stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
 /// Flags of `demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -210,6 +226,14 @@ const INSPECT_AFTER_HELP: &str = "\
    \"exports\":[\"hermes:relay/adapter@0.1.0\"],\"imports\":[\"hermes:relay/host@0.1.0\",\"wasi:...\"],
    \"size_bytes\":N}
 Exit codes: 0 ok, 1 the component cannot be read, compiled or called, 2 usage error.";
+
+const COMPONENT_AFTER_HELP: &str = "\
+Writes the component this binary runs (the same bytes, not a rebuild) to FILE,
+atomically (a temporary file beside it, then a rename), and prints one JSON line:
+  {\"path\":\"...\",\"size_bytes\":N,\"sha256\":\"...\",\"api_version\":\"0.1.0\"}
+Describe it (or any other component file) with `relay-host inspect --component FILE`;
+bind it from another host with the WIT in wit/ (docs/wit.md).
+Exit codes: 0 written, 1 cannot write, 2 usage error.";
 
 const DEMO_AFTER_HELP: &str = "\
 Starts the stub connector on 127.0.0.1 (Discord descriptor, bearer verification

@@ -15,7 +15,7 @@ use super::exit::Exit;
 use super::logging;
 
 /// The component built into this binary (the one `Plugin::shared` runs).
-const BUILTIN: &[u8] = include_bytes!(env!("RELAY_GUEST_WASM"));
+const BUILTIN: &[u8] = relay_host::EMBEDDED_COMPONENT;
 
 /// The interface the host drives.
 const ADAPTER_INTERFACE: &str = "hermes:relay/adapter";

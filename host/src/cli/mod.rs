@@ -2,14 +2,17 @@
 //! the library).
 
 pub mod args;
+mod component;
 mod demo;
 mod exit;
 mod inspect;
+mod lines;
 mod logging;
 mod metrics;
 mod output;
 mod run;
 mod settings;
+mod stdio;
 
 use std::process::ExitCode;
 
@@ -21,6 +24,10 @@ pub fn main(cli: Cli) -> ExitCode {
     let exit = match cli.command {
         Command::Run(args) => run_command(&args),
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
+        Command::Component(args) => {
+            logging::init(args::LogFormat::Text, "warn");
+            component::component(&args)
+        }
         Command::Inspect(args) => {
             logging::init(args::LogFormat::Text, "warn");
             inspect::inspect(&args)

@@ -1,5 +1,6 @@
 //! `relay-host run`: one adapter, its events as JSON lines on stdout, the
-//! `print` / `echo` agents, signals and exit codes.
+//! `print` / `echo` agents, signals and exit codes (the `stdio` agent's loop
+//! is in [`super::stdio`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,23 +12,22 @@ use futures_util::{FutureExt, StreamExt};
 use relay_host::{
     Adapter, AdapterError, AdapterHandle, Event, EventStream, MessageEvent, Plugin, SendResult,
 };
-use serde::Serialize;
 use serde_json::Map;
-use serde_json::value::RawValue;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
 use super::args::Agent;
 use super::exit::Exit;
+use super::lines::{Line, SentResult, with_message_line};
 use super::logging;
 use super::output::JsonLines;
 use super::settings::Settings;
 
 /// Budget of the signal-initiated shutdown (going idle, drain, close) and of
 /// printing what is still in flight.
-const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
+pub(super) const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
 /// Budget of the courtesy shutdown before a fatal exit.
-const FATAL_SHUTDOWN_BUDGET: Duration = Duration::from_secs(1);
+pub(super) const FATAL_SHUTDOWN_BUDGET: Duration = Duration::from_secs(1);
 
 /// Why the event loop ended.
 enum Stop {
@@ -106,7 +106,7 @@ pub async fn run(settings: Settings) -> Exit {
         Agent::Echo => usize::try_from(settings.config.max_pending)
             .unwrap_or(usize::MAX)
             .max(1),
-        Agent::Print => usize::MAX,
+        Agent::Print | Agent::Stdio => usize::MAX,
     };
     let (handle, mut events) = match Adapter::spawn(&plugin, settings.config).await {
         Ok(spawned) => spawned,
@@ -121,6 +121,10 @@ pub async fn run(settings: Settings) -> Exit {
             return Exit::Fatal;
         }
     };
+
+    if agent == Agent::Stdio {
+        return super::stdio::serve(handle, events, &mut sigint, &mut sigterm).await;
+    }
 
     let out = JsonLines::stdout();
     let mut sends = Sends::new();
@@ -375,38 +379,19 @@ fn on_event(event: Event, out: &JsonLines, taken: &mut Vec<MessageEvent>) -> Nex
 }
 
 fn on_message(message: MessageEvent, out: &JsonLines, taken: &mut Vec<MessageEvent>) -> Next {
-    // Validated in place and written as is (no copy) when it is compact.
-    let fallback;
-    let event: &RawValue = match serde_json::from_str::<&RawValue>(&message.json) {
-        Ok(raw) if !raw.get().contains(['\n', '\r']) => raw,
-        _ => {
-            fallback = event_json(&message.json);
-            &fallback
-        }
-    };
-    let line = Line::Message {
-        delivery: message.delivery,
-        buffer_id: message.buffer_id.as_deref(),
-        event,
-    };
-    if let Err(e) = out.line(&line) {
+    let written = with_message_line(
+        message.delivery,
+        message.buffer_id.as_deref(),
+        &message.json,
+        |line| out.line(line),
+    );
+    if let Err(e) = written {
         // Not reported, so not taken: the connector may replay it.
         message.reject();
         return Next::Stop(Stop::OutputClosed(e));
     }
     taken.push(message);
     Next::Continue
-}
-
-/// The fallback of [`on_message`] for event JSON that is not compact JSON:
-/// re-serialised when it spans lines; a JSON string if it ever is not
-/// JSON, so the line still parses.
-fn event_json(json: &str) -> Box<RawValue> {
-    let text = match serde_json::from_str::<serde_json::Value>(json) {
-        Ok(value) => value.to_string(),
-        Err(_) => serde_json::Value::String(json.to_string()).to_string(),
-    };
-    RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 /// The `sent` line of an echo; a closed stdout is only logged here (the
@@ -425,61 +410,5 @@ fn print(out: &JsonLines, line: &Line<'_>) -> Next {
     match out.line(line) {
         Ok(()) => Next::Continue,
         Err(e) => Next::Stop(Stop::OutputClosed(e)),
-    }
-}
-
-/// One stdout line; `kind` first, fields in the documented order.
-#[derive(Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Line<'a> {
-    Message {
-        delivery: u64,
-        buffer_id: Option<&'a str>,
-        event: &'a RawValue,
-    },
-    Interrupt {
-        session_key: &'a str,
-        chat_id: &'a str,
-    },
-    State {
-        state: &'a str,
-        detail: &'a str,
-    },
-    Fatal {
-        code: &'a str,
-        message: &'a str,
-        retryable: bool,
-    },
-    Sent {
-        chat_id: &'a str,
-        result: SentResult<'a>,
-    },
-}
-
-/// The typed fields of a send result.
-#[derive(Serialize)]
-struct SentResult<'a> {
-    success: bool,
-    message_id: Option<&'a str>,
-    error: Option<&'a str>,
-    code: Option<&'a str>,
-    ambiguous: bool,
-    declined: bool,
-    thread_id: Option<&'a str>,
-    auto_thread_name: Option<&'a str>,
-}
-
-impl<'a> From<&'a SendResult> for SentResult<'a> {
-    fn from(r: &'a SendResult) -> Self {
-        Self {
-            success: r.success,
-            message_id: r.message_id.as_deref(),
-            error: r.error.as_deref(),
-            code: r.code.as_deref(),
-            ambiguous: r.ambiguous,
-            declined: r.declined,
-            thread_id: r.thread_id.as_deref(),
-            auto_thread_name: r.auto_thread_name.as_deref(),
-        }
     }
 }

@@ -1,0 +1,51 @@
+"""Python host for the Hermes relay adapter WebAssembly component.
+
+The component (WIT world ``hermes:relay/relay-adapter@0.1.0``) holds the
+protocol logic; this package supplies its imports on wasmtime-py (WebSocket
+dials with ``websockets``, one asyncio timer, events to the gateway) under a
+sandbox (memory cap, per-call CPU budget, no preopens, no environment) and
+restarts it after a trap.
+"""
+
+from .adapter import RelayAdapter
+from .config import DEFAULT_MEMORY_BYTES, AdapterConfig, HostLimits, Identity, Secret
+from .errors import (
+    AdapterDown,
+    AdapterRestarting,
+    AdapterStopped,
+    AdapterUnavailable,
+    GuestTrap,
+    IncompatibleVersion,
+    PluginError,
+    RelayError,
+    StartRefused,
+)
+from .message import RelayMessage
+from .plugin import HOST_API_VERSION, Plugin
+from .types import ChatInfo, FatalError, Health, SendResult, State
+
+__all__ = [
+    "DEFAULT_MEMORY_BYTES",
+    "HOST_API_VERSION",
+    "AdapterConfig",
+    "AdapterDown",
+    "AdapterRestarting",
+    "AdapterStopped",
+    "AdapterUnavailable",
+    "ChatInfo",
+    "FatalError",
+    "GuestTrap",
+    "Health",
+    "HostLimits",
+    "Identity",
+    "IncompatibleVersion",
+    "Plugin",
+    "PluginError",
+    "RelayAdapter",
+    "RelayError",
+    "RelayMessage",
+    "Secret",
+    "SendResult",
+    "StartRefused",
+    "State",
+]

@@ -1,0 +1,183 @@
+"""Configuration of one adapter: the WIT ``config`` record (with the same
+defaults as the Rust host) plus the sandbox and socket limits this host
+enforces. The secret is wrapped in :class:`Secret` so that no ``repr``,
+``str`` or log line ever shows it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from wasmtime.component import Record
+
+#: Default linear-memory cap of one instance (128 MiB, as the Rust host).
+DEFAULT_MEMORY_BYTES = 128 << 20
+
+
+class Secret:
+    """A per-gateway secret (the HMAC key of the upgrade token).
+
+    ``repr`` and ``str`` print ``<redacted>``; :meth:`expose` is the only way
+    to read it, and this host only calls it to hand the value to the
+    component's ``start`` export.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError("Secret expects a str")
+        self._value = value
+
+    def expose(self) -> str:
+        """The secret value (only for handing it to the component)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)"
+
+    def __str__(self) -> str:
+        return "<redacted>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __reduce__(self) -> Any:
+        # Pickling would write the value somewhere: refuse.
+        raise TypeError("Secret cannot be pickled")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One (platform, bot id) identity the gateway fronts; one ``hello`` each."""
+
+    platform: str
+    bot_id: str = ""
+
+
+@dataclass
+class HostLimits:
+    """Limits the host enforces on the component and its sockets."""
+
+    #: Linear memory cap of one instance in bytes; growing past it fails and
+    #: the component traps (then it is restarted).
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    max_memories: int = 2
+    max_tables: int = 8
+    max_table_elements: int = 4096
+    max_instances: int = 16
+    #: Wall-clock budget of one export call in seconds, measured in epoch
+    #: ticks of the plugin's ticker thread (:attr:`Plugin.epoch_tick`).
+    call_budget: float = 1.0
+    #: Opening handshake timeout of one dial (spec §1.3: 10 s).
+    connect_timeout: float = 10.0
+    #: WebSocket ping cadence and pong timeout (spec §1.3: 30 s / 60 s).
+    ping_interval: float = 30.0
+    ping_timeout: float = 60.0
+    #: First wait before re-instantiating a trapped component; doubled per
+    #: consecutive trap up to :attr:`restart_max`.
+    restart_initial: float = 0.1
+    restart_max: float = 30.0
+    #: An instance that ran this long without trapping resets the backoff.
+    restart_reset_after: float = 60.0
+    #: Restarts allowed within :attr:`restart_window`; one more ends the
+    #: adapter for good (``restart_budget_exhausted``).
+    restart_budget: int = 5
+    restart_window: float = 60.0
+    #: Guest log lines (``log`` import plus stdout/stderr lines) forwarded to
+    #: :mod:`logging` per export call; the rest are counted and reported once.
+    log_lines_per_call: int = 1000
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+@dataclass
+class AdapterConfig:
+    """Everything one adapter needs. Durations are seconds (floats).
+
+    Defaults are the protocol defaults of the core (and of the Rust host's
+    ``AdapterConfig``).
+    """
+
+    connector_url: str
+    identities: list[Identity] = field(default_factory=list)
+    gateway_id: str = ""
+    secret: Secret | None = None
+    token_ttl_secs: int = 300
+    handshake_timeout: float = 30.0
+    outbound_timeout: float = 30.0
+    reconnect: bool = True
+    reconnect_initial: float = 1.0
+    reconnect_max: float = 30.0
+    #: ``None`` draws uniformly in [rung/2, rung]; ``f`` pins the wait to ``f * rung``.
+    reconnect_jitter: float | None = None
+    stable_connection: float = 10.0
+    dormant_redial: float = 1.0
+    redial_hold_max: float = 60.0
+    going_idle_timeout: float = 2.0
+    drain_grace: float = 1.5
+    max_pending: int = 1024
+    #: How long a request waits for one of ``max_pending`` slots.
+    admission_timeout: float = 60.0
+    max_undelivered: int = 256
+    seen_capacity: int = 512
+    route_capacity: int = 4096
+    max_line_bytes: int = 1 << 20
+    authorization_is_upstream: bool = True
+    limits: HostLimits = field(default_factory=HostLimits)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.secret, str):
+            # Accept a plain string for convenience; wrap it at once.
+            self.secret = Secret(self.secret)
+
+    def replace(self, **changes: Any) -> AdapterConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_wit(self) -> Record:
+        """The WIT ``config`` record (kebab-case attributes, as wasmtime-py
+        lowers records by their WIT field names)."""
+        values: dict[str, Any] = {
+            "identities": [_identity_record(i) for i in self.identities],
+            "connector-url": self.connector_url,
+            "gateway-id": self.gateway_id,
+            "secret": self.secret.expose() if self.secret is not None else None,
+            "token-ttl-secs": int(self.token_ttl_secs),
+            "handshake-timeout-ms": _ms(self.handshake_timeout),
+            "outbound-timeout-ms": _ms(self.outbound_timeout),
+            "reconnect": bool(self.reconnect),
+            "reconnect-initial-ms": _ms(self.reconnect_initial),
+            "reconnect-max-ms": _ms(self.reconnect_max),
+            "reconnect-jitter": (
+                None if self.reconnect_jitter is None else float(self.reconnect_jitter)
+            ),
+            "stable-connection-ms": _ms(self.stable_connection),
+            "dormant-redial-ms": _ms(self.dormant_redial),
+            "redial-hold-max-ms": _ms(self.redial_hold_max),
+            "going-idle-timeout-ms": _ms(self.going_idle_timeout),
+            "drain-grace-ms": _ms(self.drain_grace),
+            "max-pending": int(self.max_pending),
+            "max-undelivered": int(self.max_undelivered),
+            "seen-capacity": int(self.seen_capacity),
+            "route-capacity": int(self.route_capacity),
+            "max-line-bytes": int(self.max_line_bytes),
+            "authorization-is-upstream": bool(self.authorization_is_upstream),
+        }
+        record = Record()
+        for name, value in values.items():
+            setattr(record, name, value)
+        return record
+
+
+def _identity_record(identity: Identity) -> Record:
+    record = Record()
+    setattr(record, "platform", identity.platform)  # noqa: B010 - WIT field names
+    setattr(record, "bot-id", identity.bot_id)
+    return record
