@@ -487,6 +487,10 @@ async fn stub(config: StubConfig) -> StubConnector {
 #[path = "cli/stdio.rs"]
 mod stdio;
 
+// The Python host's pytest suite (host/python).
+#[path = "cli/python.rs"]
+mod python;
+
 // ----- run -------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
