@@ -54,9 +54,21 @@ async fn venv(python: &str) -> PathBuf {
     run_ok(create, "python3 -m venv", Duration::from_secs(300)).await;
     let mut install = Command::new(&bin);
     install
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-e",
+        ])
         .arg(format!("{}[test]", dir.display()));
-    run_ok(install, "pip install -e host/python[test]", Duration::from_secs(600)).await;
+    run_ok(
+        install,
+        "pip install -e host/python[test]",
+        Duration::from_secs(600),
+    )
+    .await;
     std::fs::write(&stamp, &project).expect("write the venv stamp");
     bin
 }
@@ -73,7 +85,12 @@ async fn stub_connector() -> PathBuf {
     if Path::new(BIN).parent().and_then(Path::file_name) == Some("release".as_ref()) {
         build.arg("--release");
     }
-    run_ok(build, "cargo build --bin stub-connector", Duration::from_secs(600)).await;
+    run_ok(
+        build,
+        "cargo build --bin stub-connector",
+        Duration::from_secs(600),
+    )
+    .await;
     bin
 }
 
