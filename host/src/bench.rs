@@ -19,7 +19,7 @@ use crate::engine::{self, Feed, Runner, Started};
 use crate::events::{Event, Verdict};
 use crate::messages::{Answer, Query, Request};
 use crate::plugin::Plugin;
-use crate::socket::{DialPolicy, IoEvent, Outgoing, SocketSettings};
+use crate::socket::{DialPolicy, IoEvent, IoSink, Outgoing, SocketSettings};
 use crate::store::{self, HostState, Pending, StoreParts};
 use crate::types::State;
 
@@ -58,7 +58,7 @@ impl Harness {
                 ping_timeout: Duration::from_secs(60),
                 max_message_bytes: 1 << 20,
             },
-            io: io_tx,
+            io: IoSink::new(io_tx, 1 << 20),
             label: "bench".into(),
         };
         let mut store = store::new_store(plugin.engine(), &config, parts);

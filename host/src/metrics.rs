@@ -140,6 +140,12 @@ const GAUGES: &[(&str, &str, f64, &str)] = &[
         "Linear memory cap of the component.",
     ),
     (
+        "read_held_bytes",
+        "relay_read_held_bytes",
+        1.0,
+        "Bytes read from the connector and not yet taken by the component (bounded: the reader pauses at its budget).",
+    ),
+    (
         "guest_call_max_ms",
         "relay_guest_call_max_seconds",
         0.001,

@@ -1,13 +1,16 @@
 //! WebSocket connections the component asked for: one tokio task per
 //! connection (tokio-tungstenite), reading and writing concurrently so a slow
-//! write never stops reads. Everything read goes to the actor through an
-//! unbounded channel; nothing here ever waits on the gateway. Also the dial
-//! policy: only the configured connector's scheme, host and port are dialed.
+//! write never stops reads. What is read goes to the actor bounded in bytes
+//! ([`IoSink`]): when the component is behind, the reader stops reading and
+//! TCP backpressure makes the connector buffer. Nothing here waits on the
+//! gateway. Also the dial policy: only the configured connector's scheme,
+//! host and port are dialed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -84,13 +87,75 @@ pub(crate) enum IoKind {
         code: u16,
         reason: String,
     },
-    /// Tungstenite's own buffer, passed on without a copy.
-    Text(Utf8Bytes),
-    Binary(Vec<u8>),
+    /// Tungstenite's own buffer, passed on without a copy, and the read
+    /// credit it holds until the component has taken it.
+    Text(Utf8Bytes, Credit),
+    Binary(Vec<u8>, Credit),
     Closed {
         code: u16,
         reason: String,
     },
+}
+
+/// Smallest read budget of one adapter (see [`IoSink::new`]).
+const MIN_READ_BUDGET: usize = 4 << 20;
+
+/// Where an adapter's connection tasks report, with its read budget: bytes
+/// read from any of its connections and not yet fed to the component. A
+/// reader that finds the budget spent waits (stops reading the socket)
+/// until the actor has fed earlier messages, so a connector that streams
+/// faster than the component works meets TCP backpressure instead of
+/// growing host memory.
+#[derive(Clone, Debug)]
+pub(crate) struct IoSink {
+    tx: mpsc::UnboundedSender<IoEvent>,
+    credit: Arc<Semaphore>,
+    budget: usize,
+}
+
+/// Read credit held by one message on its way to the component; released
+/// when dropped (after the export call that took the bytes).
+#[derive(Debug)]
+pub(crate) struct Credit(
+    #[allow(dead_code, reason = "held for its drop")] Option<OwnedSemaphorePermit>,
+);
+
+impl IoSink {
+    /// A sink whose budget holds at least two of the largest messages
+    /// (`max_message_bytes`) and [`MIN_READ_BUDGET`].
+    pub(crate) fn new(tx: mpsc::UnboundedSender<IoEvent>, max_message_bytes: usize) -> Self {
+        // The semaphore's ceiling is `usize::MAX >> 3`; absurd limits are
+        // clamped to it.
+        let budget = max_message_bytes
+            .saturating_mul(2)
+            .max(MIN_READ_BUDGET)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            tx,
+            credit: Arc::new(Semaphore::new(budget)),
+            budget,
+        }
+    }
+
+    /// Credit for `bytes`; the bool says whether the reader had to wait. A
+    /// message larger than the whole budget takes all of it (it still
+    /// passes, alone). Without an actor (closed channel) no credit is due.
+    async fn credit(&self, bytes: usize) -> (Credit, bool) {
+        let want = u32::try_from(bytes.clamp(1, self.budget)).unwrap_or(u32::MAX);
+        match self.credit.clone().try_acquire_many_owned(want) {
+            Ok(permit) => (Credit(Some(permit)), false),
+            Err(_) if self.tx.is_closed() => (Credit(None), false),
+            Err(_) => match self.credit.clone().acquire_many_owned(want).await {
+                Ok(permit) => (Credit(Some(permit)), true),
+                Err(_) => (Credit(None), true),
+            },
+        }
+    }
+
+    /// Bytes read and not yet fed to the component (for health).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.budget.saturating_sub(self.credit.available_permits())
+    }
 }
 
 /// Socket settings taken from the adapter config.
@@ -170,7 +235,7 @@ pub(crate) fn spawn_connection(
     url: String,
     headers: Vec<(String, String)>,
     settings: SocketSettings,
-    events: mpsc::UnboundedSender<IoEvent>,
+    events: IoSink,
     out: mpsc::UnboundedReceiver<Outgoing>,
 ) -> AbortHandle {
     let report = Reporter {
@@ -184,13 +249,13 @@ pub(crate) fn spawn_connection(
 struct Reporter {
     conn: u32,
     token: u64,
-    events: mpsc::UnboundedSender<IoEvent>,
+    events: IoSink,
 }
 
 impl Reporter {
     fn send(&self, kind: IoKind) {
         // The actor being gone is fine: nobody is listening any more.
-        let _ = self.events.send(IoEvent {
+        let _ = self.events.tx.send(IoEvent {
             conn: self.conn,
             token: self.token,
             kind,
@@ -306,8 +371,20 @@ async fn run_connection(
             let far = Instant::now() + Duration::from_secs(86_400);
             tokio::select! {
                 next = stream.next() => match next {
-                    Some(Ok(Message::Text(text))) => report.send(IoKind::Text(text)),
-                    Some(Ok(Message::Binary(data))) => report.send(IoKind::Binary(data.to_vec())),
+                    Some(Ok(Message::Text(text))) => {
+                        let (credit, waited) = report.events.credit(text.len()).await;
+                        if waited {
+                            resumed(&mut ping, &mut pong_due, ping_interval);
+                        }
+                        report.send(IoKind::Text(text, credit));
+                    }
+                    Some(Ok(Message::Binary(data))) => {
+                        let (credit, waited) = report.events.credit(data.len()).await;
+                        if waited {
+                            resumed(&mut ping, &mut pong_due, ping_interval);
+                        }
+                        report.send(IoKind::Binary(data.to_vec(), credit));
+                    }
                     Some(Ok(Message::Pong(_))) => pong_due = None,
                     Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Close(frame))) => {
@@ -374,6 +451,14 @@ async fn run_connection(
             }
         },
     }
+}
+
+/// After a backpressure pause: the reader read nothing meanwhile, so a pong
+/// may be waiting unread in the socket. The keepalive starts over instead
+/// of mistaking a busy adapter for a dead link.
+fn resumed(ping: &mut tokio::time::Interval, pong_due: &mut Option<Instant>, interval: Duration) {
+    *pong_due = None;
+    ping.reset_after(interval);
 }
 
 fn close_message(code: u16, reason: &str) -> Message {

@@ -20,7 +20,7 @@ use wasmtime_wasi::{HostMonotonicClock, WasiCtx, WasiCtxBuilder, WasiCtxView, Wa
 use crate::config::AdapterConfig;
 use crate::events::{Event, Verdict};
 use crate::messages::{Completion, Reply};
-use crate::socket::{Conn, DialPolicy, IoEvent, SocketSettings};
+use crate::socket::{Conn, DialPolicy, IoSink, SocketSettings};
 
 /// Longest guest stdio line forwarded to `tracing`; the rest is cut.
 const GUEST_LINE_MAX_BYTES: usize = 8 * 1024;
@@ -123,7 +123,7 @@ pub(crate) struct HostState {
     /// Socket limits for new connections.
     pub sockets: SocketSettings,
     /// Connection tasks report here.
-    pub io: mpsc::UnboundedSender<IoEvent>,
+    pub io: IoSink,
     /// Guest stderr, for trap messages.
     pub stderr: GuestLog,
     /// Guest log lines allowed in the current export call.
@@ -148,7 +148,7 @@ pub(crate) struct StoreParts {
     pub verdicts: mpsc::UnboundedSender<Verdict>,
     pub dial_policy: DialPolicy,
     pub sockets: SocketSettings,
-    pub io: mpsc::UnboundedSender<IoEvent>,
+    pub io: IoSink,
     pub label: Arc<str>,
 }
 

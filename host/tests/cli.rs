@@ -827,6 +827,104 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     total
 }
 
+/// Peak resident memory (VmHWM) of a process, in bytes.
+fn vm_hwm(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
+}
+
+/// Issue 19: a connector that streams maximal (1 MiB) lines as fast as it
+/// can meets TCP backpressure; the adapter's memory does not follow the
+/// stream. Bounded by bytes here (256 MiB); `RELAY_FLOOD_SECS=60` streams
+/// for that long instead (the figure in docs/operations.md, measured on a
+/// release build: `cargo test --release -p relay-host --test cli flood --
+/// --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maximal_line_flood_keeps_the_adapter_memory_flat() {
+    const LINE: usize = 1 << 20;
+    const SENDERS: usize = 4;
+    let budget_bytes: usize = 256 << 20;
+    let seconds: Option<u64> = std::env::var("RELAY_FLOOD_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let stub = stub(StubConfig::default()).await;
+    let cfg = TempFile::new("fast.toml", FAST.as_bytes());
+    let url = stub.base_url();
+    let args = ["run", "--connector", &url, "--config", cfg.path()];
+    let mut cmd = relay_host(&args);
+    cmd.env("RUST_LOG", "warn");
+    let p = Proc::start(cmd, "run (flood)");
+    p.wait_line("state ready", |v| is_state(v, "ready"), START)
+        .await;
+    let pid = p.child.id();
+    let before = vm_hwm(pid);
+
+    let started = Instant::now();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..SENDERS {
+        let stub = stub.clone();
+        let sent = Arc::clone(&sent);
+        senders.push(tokio::spawn(async move {
+            loop {
+                let more = match seconds {
+                    Some(s) => started.elapsed() < Duration::from_secs(s),
+                    None => sent.fetch_add(LINE, Ordering::SeqCst) < budget_bytes,
+                };
+                if !more {
+                    break;
+                }
+                stub.send_sized_frame(json!({"type": "relay_noise"}), LINE)
+                    .await
+                    .expect("the connector's write");
+                if seconds.is_some() {
+                    sent.fetch_add(LINE, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    // Frames of one connection are taken in order: once this message is
+    // printed, every noise line before it went through the component.
+    stub.push_inbound(events::discord_text("after the flood"))
+        .await
+        .unwrap();
+    p.wait_line(
+        "the message after the flood",
+        |v| v["kind"] == "message" && v["event"]["text"] == "after the flood",
+        WAIT,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let after = vm_hwm(pid);
+    let streamed = match seconds {
+        Some(_) => sent.load(Ordering::SeqCst),
+        None => sent.load(Ordering::SeqCst).min(budget_bytes),
+    };
+    eprintln!(
+        "flood: {} MiB in {:.1} s ({:.0} MiB/s); VmHWM {} -> {} MiB (+{} MiB)",
+        streamed >> 20,
+        elapsed.as_secs_f64(),
+        (streamed >> 20) as f64 / elapsed.as_secs_f64(),
+        before >> 20,
+        after >> 20,
+        after.saturating_sub(before) >> 20,
+    );
+    // The read budget (4 MiB), tungstenite's buffer, the merge buffer and
+    // the guest's own growth for a 1 MiB line: tens of MiB, not the stream.
+    assert!(
+        after.saturating_sub(before) < 64 << 20,
+        "VmHWM grew from {before} to {after} bytes while {streamed} bytes streamed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_listen_serves_prometheus_counters_and_send_latency() {
     let stub = stub(StubConfig::default()).await;

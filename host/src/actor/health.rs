@@ -56,6 +56,7 @@ impl Actor {
         stats.insert("guest_call_max_ms".into(), health.guest_call_max_ms.into());
         stats.insert("restarts".into(), health.restarts.into());
         stats.insert("admission_waiting".into(), self.admission.waiting().into());
+        stats.insert("read_held_bytes".into(), self.io_tx.held_bytes().into());
     }
 
     /// Linear memory of the live instance (0 without one).

@@ -25,7 +25,7 @@ use crate::handle::AdapterHandle;
 use crate::messages::{Answer, Completion, Mail, Query, Reply, Request};
 use crate::metrics::{Exporter, REFRESH_IDLE};
 use crate::plugin::Plugin;
-use crate::socket::{DialPolicy, IoEvent, IoKind, Outgoing, SocketSettings};
+use crate::socket::{Credit, DialPolicy, IoEvent, IoKind, IoSink, Outgoing, SocketSettings};
 use crate::store::{self, Action, HostState, Pending};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -77,6 +77,10 @@ async fn spawn(
     let span = tracing::info_span!("relay_adapter", adapter = %label, platform = %platform);
     let max_pending = config.max_pending;
     crate::metrics::describe();
+    let max_message_bytes = usize::try_from(config.max_line_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    let io_tx = IoSink::new(io_tx, max_message_bytes);
     let mut actor = Actor {
         plugin: plugin.clone(),
         wit_config: bindings::wit_config(&config),
@@ -85,9 +89,7 @@ async fn spawn(
             connect_timeout: config.limits.connect_timeout,
             ping_interval: config.limits.ping_interval,
             ping_timeout: config.limits.ping_timeout,
-            max_message_bytes: usize::try_from(config.max_line_bytes)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1),
+            max_message_bytes,
         },
         config,
         label,
@@ -147,7 +149,7 @@ struct Actor {
     verdicts: mpsc::UnboundedReceiver<Verdict>,
     verdict_tx: mpsc::UnboundedSender<Verdict>,
     io: mpsc::UnboundedReceiver<IoEvent>,
-    io_tx: mpsc::UnboundedSender<IoEvent>,
+    io_tx: IoSink,
     /// `None` once the adapter is down for good: the event stream ends.
     events: Option<mpsc::UnboundedSender<Event>>,
     live: Option<Live>,
@@ -325,16 +327,24 @@ impl Actor {
         ) {
             conns.remove(&event.conn);
         }
+        // The read credit of what is fed is released after the call.
+        let mut credits = Vec::new();
         let input = match event.kind {
             IoKind::Opened => Feed::Open(event.conn),
             IoKind::DialFailed { code, reason } => Feed::DialFailed(event.conn, code, reason),
-            IoKind::Text(text) => {
-                Feed::Text(event.conn, self.merge_texts(event.conn, event.token, text))
+            IoKind::Text(text, credit) => {
+                credits.push(credit);
+                let text = self.merge_texts(event.conn, event.token, text, &mut credits);
+                Feed::Text(event.conn, text)
             }
-            IoKind::Binary(data) => Feed::Binary(event.conn, data),
+            IoKind::Binary(data, credit) => {
+                credits.push(credit);
+                Feed::Binary(event.conn, data)
+            }
             IoKind::Closed { code, reason } => Feed::Closed(event.conn, code, reason),
         };
         self.feed(input).await;
+        drop(credits);
     }
 
     /// `first` plus the text messages of the same connection already queued
@@ -343,7 +353,13 @@ impl Actor {
     /// `\n` (frames may span messages), so feeding the concatenation is
     /// the same as feeding the parts in turn. The first other event is kept
     /// for the next turn of the loop.
-    fn merge_texts(&mut self, conn: u32, token: u64, first: Utf8Bytes) -> Utf8Bytes {
+    fn merge_texts(
+        &mut self,
+        conn: u32,
+        token: u64,
+        first: Utf8Bytes,
+        credits: &mut Vec<Credit>,
+    ) -> Utf8Bytes {
         if self.io_stash.is_some() || first.len() >= MERGE_MAX_BYTES {
             return first;
         }
@@ -351,7 +367,8 @@ impl Actor {
         while let Ok(next) = self.io.try_recv() {
             let same = next.conn == conn && next.token == token;
             match next.kind {
-                IoKind::Text(text) if same => {
+                IoKind::Text(text, credit) if same => {
+                    credits.push(credit);
                     let buf = merged.get_or_insert_with(|| {
                         let mut buf = String::with_capacity(MERGE_MAX_BYTES.min(4 * first.len()));
                         buf.push_str(first.as_str());
