@@ -62,6 +62,9 @@ async def test_handshake_with_bearer_and_capabilities(
     # The secret never shows: not in a repr, a str, or any log line.
     for text in (repr(adapter.config), str(adapter.config), repr(adapter), caplog.text):
         assert SECRET not in text
+    # Nor the bearer token derived from it: no upgrade header is logged.
+    assert "Bearer" not in caplog.text
+    assert "authorization" not in caplog.text.lower()
     assert "Secret(<redacted>)" in repr(adapter.config)
 
 

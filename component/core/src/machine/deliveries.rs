@@ -13,6 +13,10 @@ pub(super) struct InFlight {
     pub(super) conn: u32,
     /// Duplicates that arrived while this delivery awaited its verdict.
     pub(super) duplicates: Vec<(u32, Option<String>)>,
+    /// The event of the first buffered duplicate: delivered in this one's
+    /// place if the gateway rejects it (the connector would otherwise keep
+    /// it until the next connection).
+    pub(super) parked: Option<Box<MessageEvent>>,
 }
 
 /// What the delivery path owns.
@@ -93,6 +97,9 @@ impl Machine {
                         .any(|(c, d)| *c == conn && d.as_deref() == Some(&b))
                 {
                     f.duplicates.push((conn, Some(b)));
+                    if f.parked.is_none() {
+                        f.parked = Some(Box::new(event));
+                    }
                 }
                 return;
             }
@@ -142,6 +149,7 @@ impl Machine {
                 buffer_id: buffer_id.clone(),
                 conn,
                 duplicates: Vec::new(),
+                parked: None,
             },
         );
         self.stats.deliveries += 1;
@@ -154,7 +162,7 @@ impl Machine {
         }));
     }
 
-    pub(super) fn on_verdict(&mut self, delivery: u64, accepted: bool) {
+    pub(super) fn on_verdict(&mut self, now: Now, delivery: u64, accepted: bool) {
         let Some(f) = self.deliveries.in_flight.remove(&delivery) else {
             self.log(
                 Level::Debug,
@@ -167,6 +175,7 @@ impl Machine {
         }
         self.routes.unpin(&f.chat_id);
         if !accepted {
+            self.readmit_parked(now, f);
             return;
         }
         if let Some(b) = f.buffer_id {
@@ -180,6 +189,33 @@ impl Machine {
         if let Some(k) = f.key {
             self.deliveries.seen.insert(k);
         }
+    }
+
+    /// The owner was rejected: its first parked buffered duplicate is
+    /// delivered now as a delivery of its own, and the other parked copies
+    /// wait on it, as they waited on the owner.
+    fn readmit_parked(&mut self, now: Now, rejected: InFlight) {
+        let InFlight {
+            key,
+            mut duplicates,
+            parked,
+            ..
+        } = rejected;
+        let Some(event) = parked else {
+            return;
+        };
+        if duplicates.is_empty() {
+            return;
+        }
+        let (conn, buffer_id) = duplicates.remove(0);
+        self.admit(now, conn, *event, buffer_id, key.clone());
+        let owner = key
+            .as_ref()
+            .and_then(|k| self.deliveries.key_owner.get(k).copied());
+        if let Some(f) = owner.and_then(|o| self.deliveries.in_flight.get_mut(&o)) {
+            f.duplicates.extend(duplicates);
+        }
+        // Not admitted (overloaded): the connector keeps them and replays.
     }
 
     pub(super) fn request_overload_idle(&mut self, t: u64, conn: u32) {

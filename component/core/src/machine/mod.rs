@@ -221,8 +221,8 @@ impl Machine {
                 force_deadline = true;
                 self.on_timers(now);
             }
-            Input::AcceptDelivery(d) => self.on_verdict(d, true),
-            Input::RejectDelivery(d) => self.on_verdict(d, false),
+            Input::AcceptDelivery(d) => self.on_verdict(now, d, true),
+            Input::RejectDelivery(d) => self.on_verdict(now, d, false),
             Input::Command { request, command } => self.on_command(now, request, command),
             Input::PrimeRoute {
                 chat_id,

@@ -756,6 +756,41 @@ fn duplicate_awaiting_a_verdict_is_never_delivered_twice() {
 }
 
 #[test]
+fn a_parked_duplicate_is_delivered_when_its_owner_is_rejected() {
+    // Issue 19: before, the buffered copies waiting on a rejected owner
+    // were dropped until the next connection replayed them.
+    let mut h = Harness::new(test_config());
+    let conn = h.connect();
+    let d = deliveries(&h.recv(conn, &inbound_line("c", "m1", Some("b1"))));
+    for b in ["b2", "b3"] {
+        let out = h.recv(conn, &inbound_line("c", "m1", Some(b)));
+        assert!(deliveries(&out).is_empty(), "parked while the owner waits");
+    }
+    let out = h.input(Input::RejectDelivery(d[0].delivery));
+    let again = deliveries(&out);
+    assert_eq!(again.len(), 1, "the first parked copy, now: {out:?}");
+    assert_eq!(again[0].buffer_id.as_deref(), Some("b2"));
+    assert_ne!(again[0].delivery, d[0].delivery);
+    assert!(acks(&out).is_empty(), "a rejection acks nothing");
+    let out = h.input(Input::AcceptDelivery(again[0].delivery));
+    assert_eq!(acks(&out), vec!["b2", "b3"], "it carries the other copy");
+    let out = h.recv(conn, &inbound_line("c", "m1", Some("b4")));
+    assert!(deliveries(&out).is_empty(), "accepted: now a replay");
+    assert_eq!(acks(&out), vec!["b4"]);
+}
+
+#[test]
+fn a_rejected_owner_without_buffered_copies_delivers_nothing_more() {
+    let mut h = Harness::new(test_config());
+    let conn = h.connect();
+    let d = deliveries(&h.recv(conn, &inbound_line("c", "m1", Some("b1"))));
+    // A live copy (no bufferId) needs no answer and is not parked.
+    h.recv(conn, &inbound_line("c", "m1", None));
+    let out = h.input(Input::RejectDelivery(d[0].delivery));
+    assert!(deliveries(&out).is_empty(), "{out:?}");
+}
+
+#[test]
 fn accept_after_the_socket_is_gone_marks_seen_and_sends_nothing() {
     let mut h = Harness::new(test_config());
     let conn = h.connect();

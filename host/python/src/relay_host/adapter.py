@@ -24,7 +24,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from wasmtime.component import Variant
@@ -84,7 +84,6 @@ class _Waiter:
 class _Stats:
     restarts: int = 0
     call_max_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _send_result(record: Any) -> SendResult:
@@ -361,7 +360,12 @@ class _Runtime:
             self.slots.release()
         if pending.is_shutdown:
             self._stop_requested = True
-        value = _decode_completion(completion)
+        try:
+            value = _decode_completion(completion)
+        except (TypeError, ValueError, AttributeError):
+            log.exception("[%s] undecodable completion of request %d", self.label, request)
+            _fail(pending, lost=True)
+            return
         if not pending.future.done():
             pending.future.set_result(value)
 
