@@ -49,7 +49,7 @@
 // 3. handle
 // 4. sandbox: socket, bindings, store, imports
 // 5. plugin
-// 6. engines: engine (+ engine::native), bench
+// 6. engines: engine (+ engine::native), bench, probe
 // 7. actor
 mod actor;
 mod admission;
@@ -65,6 +65,8 @@ mod imports;
 mod messages;
 mod metrics;
 mod plugin;
+#[doc(hidden)]
+pub mod probe;
 mod socket;
 mod store;
 mod types;

@@ -7,6 +7,7 @@
 //! host and port are dialed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -242,18 +243,46 @@ pub(crate) fn spawn_connection(
         conn,
         token,
         events,
+        opened: AtomicBool::new(false),
+        finished: AtomicBool::new(false),
     };
     tokio::spawn(run_connection(url, headers, settings, report, out)).abort_handle()
 }
 
+/// A connection's reports to the actor. After `Opened`, exactly one
+/// `Closed` (or nothing, if the dial failed): the drop guard reports a
+/// connection whose task ended without one (cancelled, or a panic), so the
+/// component never waits on a connection that is gone.
 struct Reporter {
     conn: u32,
     token: u64,
     events: IoSink,
+    /// `Opened` was reported.
+    opened: AtomicBool,
+    /// `DialFailed` or `Closed` was reported.
+    finished: AtomicBool,
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if self.opened.load(Ordering::Relaxed) && !self.finished.load(Ordering::Relaxed) {
+            self.closed(CLOSE_ABNORMAL, "connection lost: its task ended");
+        }
+    }
 }
 
 impl Reporter {
     fn send(&self, kind: IoKind) {
+        match kind {
+            IoKind::Opened => self.opened.store(true, Ordering::Relaxed),
+            IoKind::DialFailed { .. } | IoKind::Closed { .. } => {
+                if self.finished.swap(true, Ordering::Relaxed) {
+                    // One report per connection.
+                    return;
+                }
+            }
+            IoKind::Text(..) | IoKind::Binary(..) => {}
+        }
         // The actor being gone is fine: nobody is listening any more.
         let _ = self.events.tx.send(IoEvent {
             conn: self.conn,

@@ -1519,3 +1519,17 @@ async fn the_secret_appears_nowhere_in_a_full_scenario() {
         );
     }
 }
+
+/// Issue 19: an opened connection reports exactly one close to the
+/// component, even when its task is cancelled (or panics) instead of
+/// reaching one of its own close reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_connection_task_still_reports_exactly_one_close() {
+    let stub = stub().await;
+    let reports = relay_host::probe::reports_of_a_cancelled_connection(
+        &stub.url(),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(reports, ["opened", "closed 1006"]);
+}
