@@ -142,7 +142,125 @@ impl AdapterConfig {
             ..Self::default()
         }
     }
+
+    /// Checks every bound and limit (not the connector URL, which the
+    /// component validates in `start`), naming each value that is out of
+    /// range and why: zero caps, a ladder whose first rung exceeds its cap,
+    /// a keepalive that could never see its pong, a memory cap below what
+    /// the component needs, durations too long for a timer. `Adapter::spawn`
+    /// refuses an invalid configuration with
+    /// [`AdapterError::Config`](crate::AdapterError::Config).
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: String| {
+            if !ok {
+                problems.push(problem);
+            }
+        };
+        for (name, value) in [
+            ("max_pending", self.max_pending),
+            ("max_undelivered", self.max_undelivered),
+            ("seen_capacity", self.seen_capacity),
+            ("route_capacity", self.route_capacity),
+        ] {
+            check(value >= 1, format!("{name} must be at least 1"));
+        }
+        check(
+            self.max_line_bytes >= MIN_LINE_BYTES,
+            format!("max_line_bytes must be at least {MIN_LINE_BYTES} (a descriptor must fit)"),
+        );
+        check(
+            (1..=MAX_TOKEN_TTL_SECS).contains(&self.token_ttl_secs),
+            format!("token_ttl_secs must be within 1..={MAX_TOKEN_TTL_SECS}"),
+        );
+        check(
+            self.reconnect_jitter
+                .is_none_or(|j| j.is_finite() && (0.0..=1.0).contains(&j)),
+            "reconnect_jitter must be within 0.0..=1.0".into(),
+        );
+        let l = &self.limits;
+        // Timers: none may be zero (a zero wait would spin or expire at
+        // once), none so long that deadline arithmetic could overflow.
+        for (name, value, zero_ok) in [
+            ("handshake_timeout", self.handshake_timeout, false),
+            ("outbound_timeout", self.outbound_timeout, false),
+            ("reconnect_initial", self.reconnect_initial, false),
+            ("reconnect_max", self.reconnect_max, false),
+            ("stable_connection", self.stable_connection, true),
+            ("dormant_redial", self.dormant_redial, false),
+            ("redial_hold_max", self.redial_hold_max, false),
+            ("going_idle_timeout", self.going_idle_timeout, false),
+            ("drain_grace", self.drain_grace, true),
+            ("admission_timeout", self.admission_timeout, true),
+            ("limits.call_budget", l.call_budget, false),
+            ("limits.connect_timeout", l.connect_timeout, false),
+            ("limits.ping_interval", l.ping_interval, false),
+            ("limits.ping_timeout", l.ping_timeout, false),
+            ("limits.restart_initial", l.restart_initial, false),
+            ("limits.restart_max", l.restart_max, false),
+            ("limits.restart_reset_after", l.restart_reset_after, false),
+            ("limits.restart_window", l.restart_window, false),
+        ] {
+            if !zero_ok && value.is_zero() {
+                check(false, format!("{name} must be longer than 0"));
+            }
+            check(
+                value <= MAX_DURATION,
+                format!(
+                    "{name} must be at most {} days",
+                    MAX_DURATION.as_secs() / 86_400
+                ),
+            );
+        }
+        check(
+            self.reconnect_initial <= self.reconnect_max,
+            "reconnect_initial must not exceed reconnect_max".into(),
+        );
+        check(
+            l.restart_initial <= l.restart_max,
+            "limits.restart_initial must not exceed limits.restart_max".into(),
+        );
+        check(
+            l.ping_interval < l.ping_timeout,
+            "limits.ping_interval must be shorter than limits.ping_timeout (a pong could never arrive in time)"
+                .into(),
+        );
+        let line = usize::try_from(self.max_line_bytes).unwrap_or(usize::MAX);
+        let memory_floor = MIN_MEMORY_BYTES.max(line.saturating_mul(8));
+        check(
+            l.memory_bytes >= memory_floor,
+            format!(
+                "limits.memory_bytes must be at least {memory_floor} ({} MiB: what the component needs for a maximal line)",
+                memory_floor >> 20
+            ),
+        );
+        for (name, value) in [
+            ("limits.max_memories", l.max_memories),
+            ("limits.max_tables", l.max_tables),
+            ("limits.max_table_elements", l.max_table_elements),
+            ("limits.max_instances", l.max_instances),
+        ] {
+            check(value >= 1, format!("{name} must be at least 1"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
 }
+
+/// Smallest `max_line_bytes` [`AdapterConfig::validate`] accepts.
+pub const MIN_LINE_BYTES: u32 = 4096;
+/// Longest upgrade token lifetime accepted (one day).
+const MAX_TOKEN_TTL_SECS: i64 = 86_400;
+/// Longest timer accepted (a week).
+const MAX_DURATION: Duration = Duration::from_secs(7 * 86_400);
+/// Smallest `memory_bytes` accepted: a maximal plain-text line at the
+/// default bounds takes the instance to 8.1 MiB (see
+/// [`DEFAULT_MEMORY_BYTES`]); twice that. A larger `max_line_bytes` raises
+/// the floor to 8 bytes per line byte.
+pub const MIN_MEMORY_BYTES: usize = 16 << 20;
 
 impl Default for AdapterConfig {
     fn default() -> Self {

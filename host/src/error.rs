@@ -18,6 +18,11 @@ pub enum AdapterError {
     /// Loading or instantiating the component failed.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// The configuration is out of range
+    /// ([`AdapterConfig::validate`](crate::AdapterConfig::validate)); the
+    /// text names every value that is.
+    #[error("invalid relay adapter configuration: {0}")]
+    Config(String),
     /// The component refused the configuration (`start` returned an error).
     #[error("relay adapter refused its configuration: {0}")]
     Start(String),

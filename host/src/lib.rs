@@ -72,7 +72,10 @@ mod store;
 mod types;
 
 pub use actor::Adapter;
-pub use config::{AdapterConfig, DEFAULT_MEMORY_BYTES, HostLimits, Identity, Secret};
+pub use config::{
+    AdapterConfig, DEFAULT_MEMORY_BYTES, HostLimits, Identity, MIN_LINE_BYTES, MIN_MEMORY_BYTES,
+    Secret,
+};
 pub use error::{AdapterError, PluginError};
 pub use events::{DeliveryAck, Event, EventStream, MessageEvent};
 pub use handle::AdapterHandle;

@@ -1297,6 +1297,10 @@ async fn usage_and_configuration_errors_exit_2() {
     let bare_secret = TempFile::new("bare.toml", format!("secret = {SECRET}\n").as_bytes());
     let unknown = TempFile::new("unknown.toml", b"handshake_timeout = 5\n");
     let bad_type = TempFile::new("type.toml", b"max_pending = \"lots\"\n");
+    let out_of_range = TempFile::new(
+        "range.toml",
+        b"max_pending = 0\nping_interval_ms = 60000\nping_timeout_ms = 30000\n",
+    );
     let missing = std::env::temp_dir().join("relay-host-cli-no-such-file.toml");
     let missing = missing.to_str().unwrap();
     let cases: Vec<Case> = vec![
@@ -1393,6 +1397,23 @@ async fn usage_and_configuration_errors_exit_2() {
             vec!["run", "--connector", url, "--config", missing],
             vec![],
             "cannot read",
+        ),
+        (
+            vec!["run", "--connector", url, "--config", out_of_range.path()],
+            vec![],
+            "invalid configuration: max_pending must be at least 1; ping_interval_ms must be shorter than ping_timeout_ms",
+        ),
+        (
+            vec![
+                "config",
+                "check",
+                "--connector",
+                url,
+                "--config",
+                out_of_range.path(),
+            ],
+            vec![],
+            "max_pending must be at least 1",
         ),
         (
             vec!["run", "--connector", url, "--agent", "nope"],

@@ -1533,3 +1533,88 @@ async fn a_cancelled_connection_task_still_reports_exactly_one_close() {
     .await;
     assert_eq!(reports, ["opened", "closed 1006"]);
 }
+
+/// Issue 19: every out-of-range bound is refused at spawn with a message
+/// naming it (before, zero caps and inverted ladders were accepted and
+/// misbehaved later).
+#[tokio::test]
+async fn out_of_range_configuration_is_refused_naming_each_value() {
+    type Edit = fn(&mut AdapterConfig);
+    let cases: &[(&str, Edit)] = &[
+        ("max_pending must be at least 1", |c| c.max_pending = 0),
+        ("max_undelivered must be at least 1", |c| {
+            c.max_undelivered = 0
+        }),
+        ("seen_capacity must be at least 1", |c| c.seen_capacity = 0),
+        ("route_capacity must be at least 1", |c| {
+            c.route_capacity = 0
+        }),
+        ("max_line_bytes must be at least 4096", |c| {
+            c.max_line_bytes = 100
+        }),
+        ("token_ttl_secs must be within", |c| c.token_ttl_secs = 0),
+        ("reconnect_jitter must be within", |c| {
+            c.reconnect_jitter = Some(f64::NAN)
+        }),
+        ("handshake_timeout must be longer than 0", |c| {
+            c.handshake_timeout = Duration::ZERO
+        }),
+        ("outbound_timeout must be at most 7 days", |c| {
+            c.outbound_timeout = Duration::from_secs(u64::MAX / 4)
+        }),
+        ("reconnect_initial must not exceed reconnect_max", |c| {
+            c.reconnect_initial = Duration::from_secs(60);
+            c.reconnect_max = Duration::from_secs(30);
+        }),
+        (
+            "limits.ping_interval must be shorter than limits.ping_timeout",
+            |c| {
+                c.limits.ping_interval = Duration::from_secs(60);
+                c.limits.ping_timeout = Duration::from_secs(60);
+            },
+        ),
+        (
+            "limits.restart_initial must not exceed limits.restart_max",
+            |c| {
+                c.limits.restart_initial = Duration::from_secs(40);
+            },
+        ),
+        ("limits.memory_bytes must be at least 16777216", |c| {
+            c.limits.memory_bytes = 1 << 20
+        }),
+        ("limits.memory_bytes must be at least 67108864", |c| {
+            c.max_line_bytes = 8 << 20;
+            c.limits.memory_bytes = 32 << 20;
+        }),
+        ("limits.call_budget must be longer than 0", |c| {
+            c.limits.call_budget = Duration::ZERO
+        }),
+        ("limits.max_instances must be at least 1", |c| {
+            c.limits.max_instances = 0
+        }),
+        ("limits.restart_window must be longer than 0", |c| {
+            c.limits.restart_window = Duration::ZERO
+        }),
+    ];
+    for (needle, edit) in cases {
+        let mut config = AdapterConfig::new("ws://127.0.0.1:9/relay");
+        edit(&mut config);
+        match Adapter::spawn(plugin(), config).await {
+            Err(AdapterError::Config(text)) => {
+                assert!(text.contains(needle), "{needle:?} not in {text:?}")
+            }
+            Err(other) => panic!("{needle}: {other}"),
+            Ok(_) => panic!("{needle}: accepted"),
+        }
+    }
+    // Several at once are all named; the defaults pass.
+    let mut config = AdapterConfig::new("ws://127.0.0.1:9/relay");
+    config.max_pending = 0;
+    config.limits.connect_timeout = Duration::ZERO;
+    let text = config.validate().unwrap_err();
+    assert!(
+        text.contains("max_pending") && text.contains("limits.connect_timeout"),
+        "{text}"
+    );
+    assert_eq!(AdapterConfig::default().validate(), Ok(()));
+}

@@ -63,6 +63,7 @@ async fn spawn(
     plugin: &Plugin,
     config: AdapterConfig,
 ) -> Result<(AdapterHandle, EventStream), AdapterError> {
+    config.validate().map_err(AdapterError::Config)?;
     let label: Arc<str> = format!("relay-{}", NEXT_ADAPTER.fetch_add(1, Ordering::Relaxed)).into();
     let (mail_tx, mailbox) = mpsc::unbounded_channel();
     let (events, event_rx) = mpsc::unbounded_channel();

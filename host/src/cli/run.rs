@@ -110,6 +110,10 @@ pub async fn run(settings: Settings) -> Exit {
     };
     let (handle, mut events) = match Adapter::spawn(&plugin, settings.config).await {
         Ok(spawned) => spawned,
+        Err(AdapterError::Config(reason)) => {
+            logging::final_line(&format!("error: invalid configuration: {reason}"));
+            return Exit::Usage;
+        }
         Err(AdapterError::Start(reason)) => {
             logging::final_line(&format!(
                 "error: the relay component refused the configuration: {reason}"

@@ -300,6 +300,10 @@ pub fn resolve(
             }
         },
     };
+    // Every bound at once, named by its `--config` key.
+    if let Err(problems) = config.validate() {
+        return err(format!("invalid configuration: {}", config_keys(&problems)));
+    }
 
     Ok(Settings {
         config,
@@ -400,6 +404,46 @@ fn apply_file(config: &mut AdapterConfig, file: &FileConfig) -> Result<(), Confi
         config.limits.restart_window = ms(window);
     }
     Ok(())
+}
+
+/// The library's field names in `problems` as the `--config` keys
+/// (`limits.ping_interval` -> `ping_interval_ms`).
+fn config_keys(problems: &str) -> String {
+    const DURATIONS: &[&str] = &[
+        "handshake_timeout",
+        "outbound_timeout",
+        "reconnect_initial",
+        "reconnect_max",
+        "stable_connection",
+        "dormant_redial",
+        "redial_hold_max",
+        "going_idle_timeout",
+        "drain_grace",
+        "admission_timeout",
+        "call_budget",
+        "connect_timeout",
+        "ping_interval",
+        "ping_timeout",
+        "restart_initial",
+        "restart_max",
+        "restart_reset_after",
+        "restart_window",
+    ];
+    let mut text = problems.replace("limits.", "");
+    for name in DURATIONS {
+        text = text
+            .split(' ')
+            .map(|word| {
+                if word == *name {
+                    format!("{name}_ms")
+                } else {
+                    word.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    text
 }
 
 fn millis(d: Duration) -> u64 {
