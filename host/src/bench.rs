@@ -53,6 +53,7 @@ impl Harness {
             verdicts: acks_tx,
             dial_policy: DialPolicy::for_connector(NOWHERE),
             sockets: SocketSettings {
+                tls: crate::tls::client_config(None)?,
                 connect_timeout: Duration::from_secs(1),
                 ping_interval: Duration::from_secs(30),
                 ping_timeout: Duration::from_secs(60),

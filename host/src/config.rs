@@ -3,6 +3,7 @@
 //! Secrets are wrapped in [`Secret`] so no `Debug` output ever shows them.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A secret string (the per-gateway HMAC key). `Debug` prints `<redacted>`.
@@ -130,6 +131,12 @@ pub struct AdapterConfig {
     pub max_line_bytes: u32,
     /// Stamp events as authorized upstream (true for a real connector).
     pub authorization_is_upstream: bool,
+    /// PEM file of extra CA certificates trusted for `wss://` (a connector
+    /// behind a private CA), on top of the bundled Mozilla roots; every TLS
+    /// client of the host uses them. Read at spawn: a file that cannot be
+    /// read or holds no certificate fails it with
+    /// [`AdapterError::Config`](crate::AdapterError::Config).
+    pub ca_file: Option<PathBuf>,
     /// Limits the host enforces on the component and its sockets.
     pub limits: HostLimits,
 }
@@ -147,7 +154,8 @@ impl AdapterConfig {
     /// component validates in `start`), naming each value that is out of
     /// range and why: zero caps, a ladder whose first rung exceeds its cap,
     /// a keepalive that could never see its pong, a memory cap below what
-    /// the component needs, durations too long for a timer. `Adapter::spawn`
+    /// the component needs, durations too long for a timer, a `ca_file`
+    /// that cannot be read or holds no certificate. `Adapter::spawn`
     /// refuses an invalid configuration with
     /// [`AdapterError::Config`](crate::AdapterError::Config).
     pub fn validate(&self) -> Result<(), String> {
@@ -242,6 +250,11 @@ impl AdapterConfig {
         ] {
             check(value >= 1, format!("{name} must be at least 1"));
         }
+        if self.ca_file.is_some()
+            && let Err(problem) = crate::tls::client_config(self.ca_file.as_deref())
+        {
+            problems.push(problem);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -292,6 +305,7 @@ impl Default for AdapterConfig {
             route_capacity: bound(core.route_capacity),
             max_line_bytes: bound(core.max_line_bytes),
             authorization_is_upstream: core.authorization_is_upstream,
+            ca_file: None,
             limits: HostLimits::default(),
         }
     }

@@ -42,7 +42,7 @@ impl Host for HostState {
             token,
             url,
             headers,
-            self.sockets,
+            self.sockets.clone(),
             self.io.clone(),
             out_rx,
         );

@@ -44,7 +44,7 @@
 
 // Layers, bottom to top (docs/architecture.md; `.ci/layers.py` checks that
 // no module imports one above it):
-// 1. public types: config, types, error, metrics
+// 1. public types: config, types, error, metrics, tls
 // 2. messages: admission, messages, events
 // 3. handle
 // 4. sandbox: socket, bindings, store, imports
@@ -69,6 +69,7 @@ mod plugin;
 pub mod probe;
 mod socket;
 mod store;
+mod tls;
 mod types;
 
 pub use actor::Adapter;

@@ -12,10 +12,14 @@ use crate::socket::{self, IoKind, IoSink, SocketSettings};
 /// runtime shutdown or a panic would end it) and returns every report the
 /// connection made, as `opened` / `closed CODE` / `dial_failed CODE` /
 /// `text` / `binary`, until `settle` passed without one.
-pub async fn reports_of_a_cancelled_connection(url: &str, settle: Duration) -> Vec<String> {
+pub async fn reports_of_a_cancelled_connection(
+    url: &str,
+    settle: Duration,
+) -> Result<Vec<String>, String> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_out_tx, out_rx) = mpsc::unbounded_channel();
     let settings = SocketSettings {
+        tls: crate::tls::client_config(None)?,
         connect_timeout: Duration::from_secs(5),
         ping_interval: Duration::from_secs(30),
         ping_timeout: Duration::from_secs(60),
@@ -47,5 +51,5 @@ pub async fn reports_of_a_cancelled_connection(url: &str, settle: Duration) -> V
             aborted = true;
         }
     }
-    reports
+    Ok(reports)
 }

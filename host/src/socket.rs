@@ -160,8 +160,10 @@ impl IoSink {
 }
 
 /// Socket settings taken from the adapter config.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct SocketSettings {
+    /// TLS for `wss://` (bundled roots plus the configured CA file).
+    pub tls: Arc<rustls::ClientConfig>,
     pub connect_timeout: Duration,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
@@ -319,8 +321,12 @@ async fn run_connection(
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));
-    ensure_tls_provider();
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(ws_config),
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(settings.tls.clone())),
+    );
     let ws = match tokio::time::timeout(settings.connect_timeout, connect).await {
         Ok(Ok((ws, _response))) => ws,
         Ok(Err(WsError::Http(response))) => {
@@ -517,14 +523,4 @@ fn build_request(
         request.headers_mut().insert(header, value);
     }
     Ok(request)
-}
-
-/// Makes ring the process-wide rustls provider unless the embedding gateway
-/// already chose one; rustls cannot pick on its own when a build enables
-/// more than one provider.
-fn ensure_tls_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }

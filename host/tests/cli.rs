@@ -33,6 +33,7 @@ const ENV_VARS: &[&str] = &[
     "GATEWAY_RELAY_BOT_IDS",
     "GATEWAY_RELAY_SECRET",
     "RELAY_METRICS_LISTEN",
+    "GATEWAY_RELAY_CA_FILE",
     "RUST_LOG",
 ];
 /// Short timers for tests.

@@ -12,6 +12,7 @@
 //! [`wait_until`]; timers in [`config`] are milliseconds so tests stay fast.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use relay_host::{
@@ -1530,7 +1531,8 @@ async fn a_cancelled_connection_task_still_reports_exactly_one_close() {
         &stub.url(),
         Duration::from_millis(300),
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(reports, ["opened", "closed 1006"]);
 }
 
@@ -1617,4 +1619,105 @@ async fn out_of_range_configuration_is_refused_naming_each_value() {
         "{text}"
     );
     assert_eq!(AdapterConfig::default().validate(), Ok(()));
+}
+
+/// A TLS front for `stub` on 127.0.0.1 whose certificate a fresh private
+/// CA signed; returns its port and the CA's PEM.
+async fn tls_front(stub: &StubConnector) -> (u16, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "relay test private CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let backend = stub
+        .url()
+        .trim_start_matches("ws://")
+        .trim_end_matches("/relay")
+        .to_string();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(&backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (port, ca.pem())
+}
+
+/// Issue 19: a connector behind a private CA is reached over `wss://` with
+/// `ca_file`, and refused without it (the certificate is not trusted).
+#[tokio::test]
+async fn wss_reaches_a_connector_behind_a_private_ca_with_ca_file() {
+    let logs = capture_logs();
+    let stub = stub().await;
+    let (port, ca_pem) = tls_front(&stub).await;
+    let dir = std::env::temp_dir().join(format!("relay-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+
+    // Without the CA: the dial fails on the certificate, and is retried.
+    let untrusted = relay_test_support::fast(format!("https://127.0.0.1:{port}"));
+    let (handle, mut events) = spawn(untrusted).await;
+    state_detail(&mut events, State::Reconnecting).await;
+    logs.wait_for("invalid peer certificate: UnknownIssuer")
+        .await;
+    assert!(
+        stub.connections().is_empty(),
+        "nothing reached the connector"
+    );
+    handle.shutdown().await.unwrap();
+
+    // With it: ready, and traffic flows through the TLS front.
+    let mut trusted = relay_test_support::fast(format!("https://127.0.0.1:{port}"));
+    trusted.ca_file = Some(ca_file.clone());
+    let (handle, mut events) = spawn(trusted).await;
+    handshake(&stub, &mut events, 1).await;
+    assert!(send(&handle, "chan1", "over tls").await.success);
+    handle.shutdown().await.unwrap();
+
+    // A file without a certificate is a configuration error naming it.
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let mut bad = relay_test_support::fast(format!("https://127.0.0.1:{port}"));
+    bad.ca_file = Some(empty);
+    match Adapter::spawn(plugin(), bad).await {
+        Err(AdapterError::Config(text)) => {
+            assert!(
+                text.contains("empty.pem") && text.contains("no certificate"),
+                "{text}"
+            )
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("accepted a CA file without a certificate"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

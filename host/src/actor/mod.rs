@@ -64,6 +64,7 @@ async fn spawn(
     config: AdapterConfig,
 ) -> Result<(AdapterHandle, EventStream), AdapterError> {
     config.validate().map_err(AdapterError::Config)?;
+    let tls = crate::tls::client_config(config.ca_file.as_deref()).map_err(AdapterError::Config)?;
     let label: Arc<str> = format!("relay-{}", NEXT_ADAPTER.fetch_add(1, Ordering::Relaxed)).into();
     let (mail_tx, mailbox) = mpsc::unbounded_channel();
     let (events, event_rx) = mpsc::unbounded_channel();
@@ -87,6 +88,7 @@ async fn spawn(
         wit_config: bindings::wit_config(&config),
         dial_policy: DialPolicy::for_connector(&config.connector_url),
         sockets: SocketSettings {
+            tls,
             connect_timeout: config.limits.connect_timeout,
             ping_interval: config.limits.ping_interval,
             ping_timeout: config.limits.ping_timeout,

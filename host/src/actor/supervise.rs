@@ -26,7 +26,7 @@ impl Actor {
             events,
             verdicts: self.verdict_tx.clone(),
             dial_policy: self.dial_policy.clone(),
-            sockets: self.sockets,
+            sockets: self.sockets.clone(),
             io: self.io_tx.clone(),
             label: self.label.clone(),
         };

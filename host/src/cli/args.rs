@@ -140,6 +140,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
 
+    /// PEM file of extra CA certificates trusted for a wss:// connector (a
+    /// private CA), on top of the bundled Mozilla roots (env
+    /// GATEWAY_RELAY_CA_FILE, --config key `ca_file`).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
     /// TOML file with timers, bounds and host limits (see docs/cli.md). Flags
     /// and environment variables override it; it must not contain `secret`.
     #[arg(long, value_name = "FILE")]
@@ -193,6 +199,7 @@ Environment (flags override the environment, which overrides --config):
   GATEWAY_RELAY_BOT_IDS    JSON {\"<platform>\":{\"botId\":\"...\"}} (--bot-id); malformed: warning, no bot ids
   GATEWAY_RELAY_SECRET     the secret (or the variable named by --secret-env); trimmed
   RELAY_METRICS_LISTEN     IP:PORT of the Prometheus /metrics listener (--metrics-listen)
+  GATEWAY_RELAY_CA_FILE    PEM file of extra CA certificates for wss:// (--ca-file)
   RUST_LOG                 log filter (default info)
   Without a gateway id and a secret the dial is unauthenticated (warning on stderr).
 

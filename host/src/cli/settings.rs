@@ -26,6 +26,8 @@ pub const ENV_PLATFORMS: &str = "GATEWAY_RELAY_PLATFORMS";
 pub const ENV_BOT_IDS: &str = "GATEWAY_RELAY_BOT_IDS";
 /// Address of the Prometheus metrics listener.
 pub const ENV_METRICS_LISTEN: &str = "RELAY_METRICS_LISTEN";
+/// PEM file of extra CA certificates for wss:// (`--ca-file`).
+pub const ENV_CA_FILE: &str = "GATEWAY_RELAY_CA_FILE";
 
 /// A usage or configuration error (exit 2). The text never contains the secret.
 #[derive(Debug)]
@@ -71,6 +73,7 @@ struct FileConfig {
     platforms: Option<Vec<String>>,
     bot_ids: Option<BTreeMap<String, String>>,
     metrics_listen: Option<String>,
+    ca_file: Option<PathBuf>,
     /// Only here to refuse it with a clear message (never read).
     secret: Option<toml::Value>,
     token_ttl_secs: Option<i64>,
@@ -281,6 +284,12 @@ pub fn resolve(
     config.gateway_id = gateway_id;
     config.secret = secret;
     apply_file(&mut config, &file)?;
+    // A private CA for wss:// (flag, then environment, then file).
+    config.ca_file = args
+        .ca_file
+        .clone()
+        .or_else(|| env_set(ENV_CA_FILE).map(PathBuf::from))
+        .or(file.ca_file.clone());
 
     // Metrics listener.
     let metrics_listen = match args
@@ -476,6 +485,7 @@ pub fn effective_json(settings: &Settings) -> Value {
         "native": settings.native,
         "agent": settings.agent.as_str(),
         "metrics_listen": settings.metrics_listen.map(|a| a.to_string()),
+        "ca_file": c.ca_file.as_ref().map(|p| p.display().to_string()),
         "token_ttl_secs": c.token_ttl_secs,
         "handshake_timeout_ms": millis(c.handshake_timeout),
         "outbound_timeout_ms": millis(c.outbound_timeout),
