@@ -129,8 +129,7 @@ impl IoSink {
         // clamped to it.
         let budget = max_message_bytes
             .saturating_mul(2)
-            .max(MIN_READ_BUDGET)
-            .min(Semaphore::MAX_PERMITS);
+            .clamp(MIN_READ_BUDGET, Semaphore::MAX_PERMITS);
         Self {
             tx,
             credit: Arc::new(Semaphore::new(budget)),

@@ -135,8 +135,12 @@ impl SendResult {
     }
 
     /// [`TRANSPORT_CONNECTION_LOST`]: the reader ended while waiting (§1.6).
+    /// Stricter than upstream, which sends no flag: only written frames are
+    /// pending, so the connector may have received and applied this one;
+    /// `ambiguous: true` (issue 19: a non-ambiguous failure only when the
+    /// frame never left).
     pub fn connection_lost() -> Self {
-        Self::failure(TRANSPORT_CONNECTION_LOST)
+        Self::ambiguous_failure(TRANSPORT_CONNECTION_LOST)
     }
 
     /// `"relay send failed: <reason>"` (§1.6). `ambiguous` is false when the
@@ -671,10 +675,10 @@ mod tests {
             SendResult::not_connected().error.as_deref(),
             Some("relay transport not connected")
         );
-        assert!(!SendResult::connection_lost().ambiguous);
+        assert!(SendResult::connection_lost().ambiguous);
         assert_eq!(
             SendResult::connection_lost().raw,
-            r#"{"success":false,"error":"relay transport connection lost"}"#
+            r#"{"success":false,"error":"relay transport connection lost","ambiguous":true}"#
         );
 
         let write_failed = SendResult::send_failed("broken pipe", false);

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use relay_test_support::{WAIT, next_event_seen, plugin};
 
 mod backpressure;
+mod faults;
 mod hostile;
 
 /// The shared fast timers with one Discord identity (bot `B1`).

@@ -6,6 +6,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod proxy;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
