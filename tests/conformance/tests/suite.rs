@@ -20,6 +20,7 @@ use relay_test_support::{WAIT, next_event_seen, plugin};
 mod backpressure;
 mod faults;
 mod hostile;
+mod soak;
 
 /// The shared fast timers with one Discord identity (bot `B1`).
 fn fast(url: String) -> AdapterConfig {
