@@ -60,7 +60,9 @@ def main() -> int:
             chat = event["source"]["chat_id"]
             print(f"message in {chat}: {event['text']!r}", flush=True)
             command("accept", delivery=line["delivery"])
-            replies[command("send", chat_id=chat, content=f"you said: {event['text']}")] = chat
+            replies[
+                command("send", chat_id=chat, content=f"you said: {event['text']}")
+            ] = chat
         elif kind == "result" and line["id"] in replies:
             chat = replies.pop(line["id"])
             result = line.get("result") or {}

@@ -1,14 +1,17 @@
 """The sandbox: the component loaded is exactly the file given, a trap ends
 the instance and a fresh one takes over, the CPU budget and the memory cap
-trap a runaway guest."""
+trap a runaway guest, and the guest gets no environment, arguments or
+preopened directories."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from wasmtime import wat2wasm
 
 from relay_host import (
     HOST_API_VERSION,
@@ -21,9 +24,14 @@ from relay_host import (
     StartRefused,
     State,
 )
+from relay_host._instance import GuestInstance
 from relay_host.plugin import compatible
 
 from conftest import WAIT, Recorder, Stub, fast_config, guild_event
+
+#: A component that counts the environment variables, arguments and
+#: preopened directories WASI gives it.
+WASI_PROBE = Path(__file__).resolve().parent / "wasi_probe.wat"
 
 
 def test_component_bytes_are_exactly_the_file_given(
@@ -171,3 +179,46 @@ async def test_start_refusal_is_an_error_without_the_secret(plugin: Plugin) -> N
     assert secret not in repr(refused.value)
     assert not adapter.is_running
     await adapter.disconnect()
+
+
+class _NoRelayImports:
+    """The probe calls no ``hermes:relay/host`` import."""
+
+    def __getattr__(self, name: str) -> Any:
+        def called(*args: Any) -> None:
+            raise AssertionError(f"the probe called the {name} import")
+
+        return called
+
+
+def test_guest_gets_no_environment_arguments_or_preopens(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The host process has environment variables and arguments; none of them,
+    # and no directory, may reach the guest through the host's WASI context.
+    monkeypatch.setenv("RELAY_PROBE_MARKER", "visible-to-the-host-only")
+    probe = Plugin(bytes(wat2wasm(WASI_PROBE.read_text())))
+    try:
+        inst = GuestInstance(probe, HostLimits(), _NoRelayImports(), label="probe", redact=str)
+        counts = {name: inst.call(name) for name in ("environment", "arguments", "preopens")}
+    finally:
+        probe.close()
+    assert counts == {"environment": 0, "arguments": 0, "preopens": 0}
+
+
+async def test_test_guest_does_not_see_the_host_environment(
+    test_plugin: Plugin, stub: Stub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test guest has no hook that prints its environment, but Rust's panic
+    # hook reads RUST_BACKTRACE from it: set in the host process, it must not
+    # change the guest's panic output (no "stack backtrace", the usual note).
+    monkeypatch.setenv("RUST_BACKTRACE", "full")
+    adapter = RelayAdapter(test_plugin, fast_config(stub.url))
+    rec = Recorder(adapter)
+    assert await adapter.connect(timeout=WAIT)
+    try:
+        await stub.do({"do": "send_frame", "frame": {"type": "__test_panic"}})
+        fatal = await rec.fatal()
+        assert "test guest panic requested" in fatal.message, fatal.message
+        assert "note: run with `RUST_BACKTRACE=1`" in fatal.message, fatal.message
+        assert "stack backtrace" not in fatal.message, fatal.message
+    finally:
+        await adapter.disconnect()

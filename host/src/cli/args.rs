@@ -222,7 +222,7 @@ relay_unauthorized_total, relay_acks_total, relay_dedupe_hits_total,
 relay_deliveries_total, relay_outbound_timeouts_total, relay_guest_restarts_total.
 Gauges: relay_pending, relay_undelivered, relay_routes, relay_seen_keys,
 relay_guest_memory_bytes, relay_guest_memory_peak_bytes,
-relay_guest_memory_limit_bytes, relay_guest_call_max_seconds. Histogram:
+relay_guest_memory_limit_bytes, relay_guest_call_max_seconds, relay_read_held_bytes. Histogram:
 relay_outbound_latency_seconds{op}. Refreshed at most every 250 ms (1 s when
 idle). The listener has no authentication: keep it on loopback. A listener that
 cannot bind exits 1.";

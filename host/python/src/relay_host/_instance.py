@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -188,7 +189,13 @@ class GuestInstance:
                 try:
                     return fn(*args)
                 except Exception:
-                    log.exception("[%s] host import %s failed", self.label, name)
+                    # Redacted: the exception text may quote guest values.
+                    log.error(
+                        "[%s] host import %s failed: %s",
+                        self.label,
+                        name,
+                        self._redact(traceback.format_exc()),
+                    )
                     return fallback
 
             return run

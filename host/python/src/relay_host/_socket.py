@@ -1,8 +1,8 @@
 """WebSocket connections the component asked for (``dial``): one asyncio
 task per connection (``websockets``), a reader that reports everything to the
-adapter as it arrives and a writer fed by a queue, so an import never waits.
-Also the dial policy: only the configured connector's scheme, host and port
-are dialed."""
+adapter as it arrives and a writer fed by a queue, so an import never waits;
+the table of one adapter's live connections; and the dial policy: only the
+configured connector's scheme, host and port are dialed."""
 
 from __future__ import annotations
 
@@ -227,3 +227,52 @@ class Connection:
         except ConnectionClosed:
             # The reader reports the real close code.
             return
+
+
+class Connections:
+    """The live connections of one adapter's current instance, by conn id.
+
+    A connection leaves the table when the component closes it, when it
+    reports its end, or when the instance goes away; its reports are stale
+    from then on (:meth:`current` no longer finds its token)."""
+
+    def __init__(self) -> None:
+        self._by_conn: dict[int, Connection] = {}
+        # Every connection task, also closed ones still finishing their close
+        # handshake (awaited, bounded, on shutdown).
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __contains__(self, conn: int) -> bool:
+        return conn in self._by_conn
+
+    def add(self, connection: Connection) -> None:
+        self._by_conn[connection.conn] = connection
+        self._tasks.add(connection.task)
+        connection.task.add_done_callback(self._tasks.discard)
+
+    def get(self, conn: int) -> Connection | None:
+        return self._by_conn.get(conn)
+
+    def current(self, conn: int, token: int) -> Connection | None:
+        """The connection a report came from, if it is still current."""
+        c = self._by_conn.get(conn)
+        return c if c is not None and c.token == token else None
+
+    def pop(self, conn: int) -> Connection | None:
+        return self._by_conn.pop(conn, None)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """The instance goes away: an open socket gets a close frame, a dial
+        in progress is cancelled."""
+        for c in self._by_conn.values():
+            c.close(code, reason)
+        self._by_conn.clear()
+
+    async def settle(self, timeout: float) -> None:
+        """Waits (bounded) for closed connections to finish their close
+        handshakes; cancels the rest."""
+        tasks = [t for t in self._tasks if not t.done()]
+        if tasks:
+            _, still = await asyncio.wait(tasks, timeout=timeout)
+            for t in still:
+                t.cancel()
