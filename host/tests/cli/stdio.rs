@@ -547,3 +547,28 @@ async fn stdio_bridge_loses_nothing_while_its_reader_stalls() {
     b.close_stdin();
     assert_eq!(b.p.wait_exit(WAIT).await, 0, "{}", b.p.context());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_bridge_shutdown_goes_idle_even_while_its_reader_stalls() {
+    let stub = stub(StubConfig::default()).await;
+    let mut b = Bridge::start(&stub, "max_undelivered = 1000\n", None).await;
+    b.p.pause_stdout();
+    let filler = "z".repeat(8 * 1024);
+    for i in 0..100 {
+        stub.push_inbound(events::dm(
+            "discord",
+            "dm-z",
+            "u1",
+            &format!("{i} {filler}"),
+        ))
+        .await
+        .unwrap();
+    }
+    b.command(&json!({"id": "bye", "op": "shutdown"}));
+    // The connector hears `going_idle` although nobody reads stdout.
+    stub.wait_for_frame_type("going_idle", WAIT).await.unwrap();
+    b.p.resume_stdout();
+    let bye = b.result_for(&json!("bye")).await;
+    assert_eq!(bye["ok"], true, "{bye}");
+    assert_eq!(b.p.wait_exit(WAIT).await, 0, "{}", b.p.context());
+}

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -233,37 +233,47 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Pumps both ways until either side ends or a fault kills the connection.
-async fn serve(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
+/// The pumps borrow the sockets (dropping a borrowed half closes nothing),
+/// so a reset is a reset: linger 0 is set on both sockets before they are
+/// dropped, and no FIN goes out first.
+async fn serve(mut client: TcpStream, mut server: TcpStream, shared: Arc<Shared>) {
     let generation = shared.knobs.borrow().generation;
-    let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
-    let up = pump(
-        client_read,
-        server_write,
-        Direction::Up,
-        generation,
-        &shared,
-    );
-    let down = pump(
-        server_read,
-        client_write,
-        Direction::Down,
-        generation,
-        &shared,
-    );
-    tokio::pin!(up, down);
-    // The first pump to end decides; a kill resets or closes both sides.
-    let ended = tokio::select! {
-        ended = &mut up => ended,
-        ended = &mut down => ended,
+    let killed = {
+        let (client_read, client_write) = client.split();
+        let (server_read, server_write) = server.split();
+        let up = pump(
+            client_read,
+            server_write,
+            Direction::Up,
+            generation,
+            &shared,
+        );
+        let down = pump(
+            server_read,
+            client_write,
+            Direction::Down,
+            generation,
+            &shared,
+        );
+        tokio::pin!(up, down);
+        // The first pump to end decides.
+        tokio::select! {
+            ended = &mut up => ended,
+            ended = &mut down => ended,
+        }
     };
-    if let Ended::Killed(how, from, to) = ended {
-        shared.stats.killed.fetch_add(1, Ordering::Relaxed);
-        // One pump's halves cover both sockets (its source's read half and
-        // its destination's write half); the other pump is dropped below.
-        if how == Drop::Rst {
-            let _ = from.as_ref().set_zero_linger();
-            let _ = to.as_ref().set_zero_linger();
+    match killed {
+        Ended::Killed(how) => {
+            shared.stats.killed.fetch_add(1, Ordering::Relaxed);
+            if how == Drop::Rst {
+                let _ = client.set_zero_linger();
+                let _ = server.set_zero_linger();
+            }
+        }
+        Ended::Closed => {
+            // One side closed: pass the close on, then let both go.
+            let _ = client.shutdown().await;
+            let _ = server.shutdown().await;
         }
     }
 }
@@ -272,13 +282,13 @@ async fn serve(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
 enum Ended {
     /// Its source closed or failed.
     Closed,
-    /// A fault ended the connection; its halves let it reset both sockets.
-    Killed(Drop, OwnedReadHalf, OwnedWriteHalf),
+    /// A fault ended the connection, this way.
+    Killed(Drop),
 }
 
 async fn pump(
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
     direction: Direction,
     generation: u64,
     shared: &Shared,
@@ -290,7 +300,7 @@ async fn pump(
         let current = loop {
             let k = knobs.borrow_and_update().clone();
             if k.generation != generation {
-                return Ended::Killed(k.drop_kind.unwrap_or(Drop::Fin), from, to);
+                return Ended::Killed(k.drop_kind.unwrap_or(Drop::Fin));
             }
             let stalled = match direction {
                 Direction::Up => k.stall_up,
@@ -305,10 +315,7 @@ async fn pump(
         };
         let n = tokio::select! {
             read = from.read(&mut buf) => match read {
-                Ok(0) | Err(_) => {
-                    let _ = to.shutdown().await;
-                    return Ended::Closed;
-                }
+                Ok(0) | Err(_) => return Ended::Closed,
                 Ok(n) => n,
             },
             // A knob changed while waiting: look again (a kill, a stall).
@@ -351,12 +358,12 @@ async fn pump(
                 Direction::Up => k.cut_up = None,
                 Direction::Down => k.cut_down = None,
             });
-            return Ended::Killed(Drop::Rst, from, to);
+            return Ended::Killed(Drop::Rst);
         }
     }
 }
 
-async fn write_bytewise(to: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+async fn write_bytewise(to: &mut WriteHalf<'_>, bytes: &[u8]) -> std::io::Result<()> {
     for byte in bytes {
         to.write_all(std::slice::from_ref(byte)).await?;
         to.flush().await?;

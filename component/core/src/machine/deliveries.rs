@@ -208,12 +208,22 @@ impl Machine {
             return;
         }
         let (conn, buffer_id) = duplicates.remove(0);
+        // The copy may have come on a connection that is gone since (in
+        // flight deliveries survive re-dials): admission decisions (going
+        // idle, shedding load) concern the live one. Its ack goes to the
+        // live connection anyway.
+        let conn = self.live_conn().unwrap_or(conn);
+        let rest = (!duplicates.is_empty()).then(|| event.clone());
         self.admit(now, conn, *event, buffer_id, key.clone());
         let owner = key
             .as_ref()
             .and_then(|k| self.deliveries.key_owner.get(k).copied());
         if let Some(f) = owner.and_then(|o| self.deliveries.in_flight.get_mut(&o)) {
             f.duplicates.extend(duplicates);
+            // Still parked behind the new owner, should it be rejected too.
+            if f.parked.is_none() {
+                f.parked = rest;
+            }
         }
         // Not admitted (overloaded): the connector keeps them and replays.
     }

@@ -783,6 +783,47 @@ fn a_parked_duplicate_is_delivered_when_its_owner_is_rejected() {
 }
 
 #[test]
+fn parked_copies_survive_a_second_rejection() {
+    let mut h = Harness::new(test_config());
+    let conn = h.connect();
+    let d = deliveries(&h.recv(conn, &inbound_line("c", "m1", Some("b1"))));
+    h.recv(conn, &inbound_line("c", "m1", Some("b2")));
+    h.recv(conn, &inbound_line("c", "m1", Some("b3")));
+    let second = deliveries(&h.input(Input::RejectDelivery(d[0].delivery)));
+    let third = deliveries(&h.input(Input::RejectDelivery(second[0].delivery)));
+    assert_eq!(third.len(), 1, "the last parked copy is delivered");
+    assert_eq!(third[0].buffer_id.as_deref(), Some("b3"));
+    let out = h.input(Input::AcceptDelivery(third[0].delivery));
+    assert_eq!(acks(&out), vec!["b3"]);
+}
+
+#[test]
+fn a_parked_copy_from_a_closed_connection_is_admitted_on_the_live_one() {
+    let mut h = Harness::new(test_config());
+    let conn = h.connect();
+    let d = deliveries(&h.recv(conn, &inbound_line("c", "m1", Some("b1"))));
+    h.recv(conn, &inbound_line("c", "m1", Some("b2")));
+    h.input(Input::SocketClosed {
+        conn,
+        code: 1006,
+        reason: "",
+    });
+    h.advance(1000);
+    let live = h.connect();
+    let again = deliveries(&h.input(Input::RejectDelivery(d[0].delivery)));
+    assert_eq!(again.len(), 1);
+    let out = h.input(Input::AcceptDelivery(again[0].delivery));
+    assert_eq!(acks(&out), vec!["b2"]);
+    assert!(
+        out.iter().all(|o| match o {
+            Output::SendText { conn, .. } => *conn == live,
+            _ => true,
+        }),
+        "acked on the live connection: {out:?}"
+    );
+}
+
+#[test]
 fn a_rejected_owner_without_buffered_copies_delivers_nothing_more() {
     let mut h = Harness::new(test_config());
     let conn = h.connect();

@@ -78,8 +78,11 @@ struct Bridge {
     deliveries: Deliveries,
     running: FuturesUnordered<Running>,
     stop: Option<Stop>,
-    /// The shutdown the bridge itself started (signal, EOF, fatal).
+    /// The shutdown in progress (signal, EOF, fatal, or the `shutdown`
+    /// op), polled even while stdout is stalled so the adapter goes idle.
     shutdown: Option<Running>,
+    /// The `shutdown` op's id, answered when that shutdown finishes.
+    shutdown_id: Option<Id>,
     deadline: Option<Instant>,
 }
 
@@ -98,6 +101,7 @@ pub async fn serve(
         running: FuturesUnordered::new(),
         stop: None,
         shutdown: None,
+        shutdown_id: None,
         deadline: None,
     };
     let mut input_done = false;
@@ -107,6 +111,15 @@ pub async fn serve(
         if events_done && bridge.running.is_empty() && bridge.shutdown.is_none() {
             if bridge.stop.is_none() {
                 bridge.stop = Some(Stop::Fatal("the relay adapter stopped unexpectedly".into()));
+            }
+            // Lines already read still get their one result.
+            while let Ok(item) = input.try_recv() {
+                let id = match item {
+                    Input::Line(line) => ops::parse(&line).map_or_else(|(id, _)| id, |(id, _)| id),
+                    Input::TooLong(_) => Value::Null,
+                    Input::Eof | Input::Failed(_) => continue,
+                };
+                bridge.result(&id, Err(relay_host::AdapterError::Stopped.to_string()));
             }
             break;
         }
@@ -149,8 +162,13 @@ pub async fn serve(
             }
             Turn::ShutdownDone(outcome) => {
                 bridge.shutdown = None;
-                if let Err(e) = outcome {
-                    tracing::warn!(error = %e, "shutdown did not complete cleanly");
+                match bridge.shutdown_id.take() {
+                    Some(id) => bridge.result(&id, outcome.map(|_| empty())),
+                    None => {
+                        if let Err(e) = outcome {
+                            tracing::warn!(error = %e, "shutdown did not complete cleanly");
+                        }
+                    }
                 }
             }
             Turn::Result(id, outcome) => bridge.result(&id, outcome),
@@ -175,6 +193,9 @@ pub async fn serve(
             Turn::Event(Some(event)) => {
                 bridge.event(event);
                 for _ in 1..BURST_EVENTS {
+                    if bridge.out.is_full() {
+                        break;
+                    }
                     match events.try_next() {
                         Some(event) => bridge.event(event),
                         None => break,
@@ -225,15 +246,22 @@ impl Bridge {
                 let outcome = self.deliveries.answer(delivery, false);
                 self.result(&id, outcome.map(|()| empty()));
             }
-            Ok((id, op)) => {
-                if matches!(op, Command::Shutdown {}) && self.stop.is_none() {
-                    // The op's own future runs the shutdown; the bridge
-                    // exits once the adapter is gone.
+            Ok((id, Command::Shutdown {})) if self.shutdown.is_none() => {
+                // Run as the bridge's own shutdown (polled even while
+                // stdout is stalled), answered when it finishes; the
+                // bridge exits once the adapter is gone.
+                if self.stop.is_none() {
+                    tracing::info!(
+                        reason = "shutdown op",
+                        "shutting down: going idle, draining, closing"
+                    );
                     self.stop = Some(Stop::Requested("shutdown op"));
                     self.deadline = Some(Instant::now() + SHUTDOWN_BUDGET);
                 }
-                self.running.push(ops::start(&self.handle, id, op));
+                self.shutdown = Some(ops::start(&self.handle, Value::Null, Command::Shutdown {}));
+                self.shutdown_id = Some(id);
             }
+            Ok((id, op)) => self.running.push(ops::start(&self.handle, id, op)),
         }
     }
 
@@ -334,7 +362,9 @@ impl Bridge {
         }
         drop(deliveries);
         let Output { batch, queue, done } = out;
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + FATAL_SHUTDOWN_BUDGET);
+        // Its own small budget: the stop's may be spent already.
+        let floor = Instant::now() + FATAL_SHUTDOWN_BUDGET;
+        let deadline = deadline.map_or(floor, |d| d.max(floor));
         let written = tokio::time::timeout_at(deadline, async move {
             if !batch.is_empty() && queue.send(batch).await.is_err() {
                 return Err(std::io::Error::other("the writer stopped"));

@@ -203,7 +203,6 @@ async fn soak(run: Run) -> Ledger {
         // needs ~38 MiB: it traps an instance capped at 24 MiB.
         config.limits.memory_bytes = 24 << 20;
     }
-    let memory_cap = config.limits.memory_bytes;
     let (handle, events) = Adapter::spawn(plugin(), config)
         .await
         .unwrap_or_else(|e| panic!("seed {}: spawn: {e}", run.seed));
@@ -267,7 +266,7 @@ async fn soak(run: Run) -> Ledger {
     let ledger = Arc::try_unwrap(ledger)
         .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
         .unwrap_or_else(|_| panic!("seed {seed}: ledger still shared"));
-    check(seed, &ledger, &stub, memory_cap, &health);
+    check(seed, &ledger, &stub, &health);
     ledger
 }
 
@@ -427,18 +426,24 @@ async fn faults(
 ) {
     let mut plan = FaultPlan::new(run.seed);
     // Two 4401s in a row (the second on the fresh-token re-dial) disable
-    // the adapter for good, by design: expiries are spaced.
-    let mut last_expiry: Option<tokio::time::Instant> = None;
+    // the adapter for good, by design: another expiry only after a
+    // handshake since the last one, and a while.
+    let mut last_expiry: Option<(tokio::time::Instant, usize)> = None;
+    let handshakes = |stub: &StubConnector| stub.with_state(|s| s.handshaken().count());
     while !done.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(30 + plan.below(120))).await;
         let hold = Duration::from_millis(20 + plan.below(980));
         let mut pick = plan.below(10);
-        if pick == 0 && last_expiry.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+        if pick == 0
+            && last_expiry.is_some_and(|(t, seen)| {
+                t.elapsed() < Duration::from_secs(1) || handshakes(&stub) <= seen
+            })
+        {
             pick = 9;
         }
         let kind: &'static str = match pick {
             0 => {
-                last_expiry = Some(tokio::time::Instant::now());
+                last_expiry = Some((tokio::time::Instant::now(), handshakes(&stub)));
                 // The connector expires the token: 4401, then a fresh-token re-dial.
                 let _ = stub.close(4401, "token expired").await;
                 "expiry_4401"
@@ -496,13 +501,7 @@ fn hostile_line() -> String {
 }
 
 /// The ledger's rules (see the module docs); panics naming the seed.
-fn check(
-    seed: u64,
-    ledger: &Ledger,
-    stub: &StubConnector,
-    memory_cap: usize,
-    health: &relay_host::Health,
-) {
+fn check(seed: u64, ledger: &Ledger, stub: &StubConnector, health: &relay_host::Health) {
     // Buffered: delivered; once per instance generation.
     for (text, buffer_id) in &ledger.buffered {
         let generations = ledger.deliveries.get(text).cloned().unwrap_or_default();
@@ -571,11 +570,23 @@ fn check(
             );
         }
     }
-    // Bounded, and ready at the end.
+    // Traps only where the schedule made them; each one restarted the
+    // component.
+    let injected = ledger.faults.get("guest_trap").copied().unwrap_or(0) as u64;
     assert!(
-        ledger.max_guest_memory <= memory_cap,
-        "seed {seed}: guest memory {} over the cap {memory_cap}",
-        ledger.max_guest_memory
+        ledger.traps <= injected,
+        "seed {seed}: {} traps, {injected} injected",
+        ledger.traps
     );
+    assert_eq!(health.restarts, ledger.traps, "seed {seed}: restarts");
+    // Bounded: without hostile lines the instance stays small (about
+    // 1.2 MiB; a leak would grow it with the traffic).
+    if injected == 0 {
+        assert!(
+            ledger.max_guest_memory <= 16 << 20,
+            "seed {seed}: guest memory grew to {} bytes",
+            ledger.max_guest_memory
+        );
+    }
     assert_eq!(health.state, Some(State::Ready), "seed {seed}");
 }
