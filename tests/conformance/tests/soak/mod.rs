@@ -425,28 +425,36 @@ async fn faults(
     epoch: tokio::time::Instant,
 ) {
     let mut plan = FaultPlan::new(run.seed);
-    // Two 4401s in a row (the second on the fresh-token re-dial) disable
-    // the adapter for good, by design: another expiry only after a
-    // handshake since the last one, and a while.
-    let mut last_expiry: Option<(tokio::time::Instant, usize)> = None;
+    // A 4401 "unauthorized" after a handshake is provisional: the adapter
+    // re-dials once with a fresh token, and a 4401 on that retry connection
+    // disables it for good (spec §5.4, by design). So another one only
+    // once a connection after the retry connection has handshaken. A 4401
+    // "expired" is never a revocation and may come at any time.
+    let mut last_unauthorized: Option<usize> = None;
+    let mut trap_first = run.traps;
     let handshakes = |stub: &StubConnector| stub.with_state(|s| s.handshaken().count());
     while !done.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(30 + plan.below(120))).await;
         let hold = Duration::from_millis(20 + plan.below(980));
-        let mut pick = plan.below(10);
-        if pick == 0
-            && last_expiry.is_some_and(|(t, seen)| {
-                t.elapsed() < Duration::from_secs(1) || handshakes(&stub) <= seen
-            })
-        {
+        let mut pick = plan.below(11);
+        // A trap seed's first fault is a trap, so every such run has one.
+        if std::mem::take(&mut trap_first) {
+            pick = 4;
+        }
+        if pick == 10 && last_unauthorized.is_some_and(|seen| handshakes(&stub) < seen + 2) {
             pick = 9;
         }
         let kind: &'static str = match pick {
             0 => {
-                last_expiry = Some((tokio::time::Instant::now(), handshakes(&stub)));
-                // The connector expires the token: 4401, then a fresh-token re-dial.
-                let _ = stub.close(4401, "token expired").await;
+                // The token aged past its TTL: reconnect with a fresh one.
+                let _ = stub.close(4401, "expired").await;
                 "expiry_4401"
+            }
+            10 => {
+                // Provisional: one immediate re-dial with a fresh token.
+                last_unauthorized = Some(handshakes(&stub));
+                let _ = stub.close(4401, "unauthorized").await;
+                "unauthorized_4401"
             }
             1 => {
                 // A connector restart: the socket drops, the buffer replays.
