@@ -362,8 +362,13 @@ async fn push_inbound(run: Run, stub: StubConnector, ledger: Arc<Mutex<Ledger>>)
             stub.push_buffered(event, Some(&buffer_id)).await;
             ledger.lock().unwrap().buffered.insert(text, buffer_id);
         } else {
+            // Like a connector, the stub buffers what finds no live
+            // connection: that one is a buffered message from then on.
             match stub.push_inbound(event).await {
-                Ok(_) => ledger.lock().unwrap().live += 1,
+                Ok(relay_stub::Delivery::Live { .. }) => ledger.lock().unwrap().live += 1,
+                Ok(relay_stub::Delivery::Buffered { buffer_id }) => {
+                    ledger.lock().unwrap().buffered.insert(text, buffer_id);
+                }
                 Err(_) => ledger.lock().unwrap().live_unsent += 1,
             }
         }
@@ -523,7 +528,7 @@ fn check(seed: u64, ledger: &Ledger, stub: &StubConnector, health: &relay_host::
         }
         assert!(
             per_generation.values().all(|&n| n == 1),
-            "seed {seed}: buffered {buffer_id} delivered twice by one instance: {generations:?}"
+            "seed {seed}: buffered {buffer_id} ({text}) delivered twice by one instance: {generations:?}"
         );
         if ledger.traps == 0 {
             assert_eq!(
@@ -540,7 +545,7 @@ fn check(seed: u64, ledger: &Ledger, stub: &StubConnector, health: &relay_host::
             assert_eq!(
                 generations.len(),
                 1,
-                "seed {seed}: live {text} delivered {} times",
+                "seed {seed}: live {text} delivered {} times (instances {generations:?})",
                 generations.len()
             );
         }
