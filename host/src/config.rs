@@ -175,7 +175,9 @@ impl AdapterConfig {
         }
         check(
             self.max_line_bytes >= MIN_LINE_BYTES,
-            format!("max_line_bytes must be at least {MIN_LINE_BYTES} (a descriptor must fit)"),
+            format!(
+                "max_line_bytes must be at least {MIN_LINE_BYTES} (a hello and a descriptor must fit)"
+            ),
         );
         check(
             (1..=MAX_TOKEN_TTL_SECS).contains(&self.token_ttl_secs),
@@ -264,7 +266,7 @@ impl AdapterConfig {
 }
 
 /// Smallest `max_line_bytes` [`AdapterConfig::validate`] accepts.
-pub const MIN_LINE_BYTES: u32 = 4096;
+pub const MIN_LINE_BYTES: u32 = 1024;
 /// Longest upgrade token lifetime accepted (one day).
 const MAX_TOKEN_TTL_SECS: i64 = 86_400;
 /// Longest timer accepted (a week).

@@ -1551,7 +1551,7 @@ async fn out_of_range_configuration_is_refused_naming_each_value() {
         ("route_capacity must be at least 1", |c| {
             c.route_capacity = 0
         }),
-        ("max_line_bytes must be at least 4096", |c| {
+        ("max_line_bytes must be at least 1024", |c| {
             c.max_line_bytes = 100
         }),
         ("token_ttl_secs must be within", |c| c.token_ttl_secs = 0),
