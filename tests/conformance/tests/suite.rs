@@ -22,6 +22,14 @@ mod faults;
 mod hostile;
 mod soak;
 
+/// Held by the tests that load the process (the bursts, the soak) or
+/// measure its memory (the hostile catalogue): run one at a time, they
+/// neither starve nor inflate each other on a 2-core machine.
+async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
+
 /// The shared fast timers with one Discord identity (bot `B1`).
 fn fast(url: String) -> AdapterConfig {
     let mut c = relay_test_support::fast(url);

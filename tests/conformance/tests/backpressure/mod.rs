@@ -58,6 +58,7 @@ fn spawn_gateway(
 }
 
 async fn burst_through_an_embedding_gateway(chats: usize) {
+    let _heavy = heavy().await;
     let stub = StubConnector::start(StubConfig::default())
         .await
         .expect("stub starts");

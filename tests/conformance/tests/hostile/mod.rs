@@ -800,6 +800,7 @@ async fn run_case(case: &Case) -> String {
 /// mixed up between cases of this test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_connector_catalogue() {
+    let _heavy = heavy().await;
     // Compile the component first: its code is not part of any case's growth.
     plugin();
     let started = std::time::Instant::now();

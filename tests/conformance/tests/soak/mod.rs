@@ -119,6 +119,7 @@ async fn pace(run: Run, started: tokio::time::Instant, i: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_short() {
+    let _heavy = heavy().await;
     for seed in seeds(&[1, 2, 3]) {
         let ledger = soak(run_of(seed, messages(300), 120)).await;
         report(seed, &ledger);
@@ -128,6 +129,7 @@ async fn soak_short() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "minutes: the long soak (docs/testing.md)"]
 async fn soak_long() {
+    let _heavy = heavy().await;
     let started = std::time::Instant::now();
     let seeds = seeds(&(1..=50).collect::<Vec<_>>());
     let mut total = Ledger::default();
