@@ -1127,7 +1127,11 @@ async fn guest_memory_peak_at_default_bounds_fits_the_cap() {
         }
     }
     let stats = stats_until(&handle, "the caches to fill", |s| {
-        s["routes"] == route_capacity && s["seen"] == seen_capacity && s["undelivered"] == 0
+        // The cache holds its capacity plus the routes still held for a
+        // reply (nobody replies here): more routes, more memory.
+        s["routes"].as_u64() >= Some(u64::from(route_capacity))
+            && s["seen"] == seen_capacity
+            && s["undelivered"] == 0
     })
     .await;
     assert_eq!(stats["deliveries"], chats, "{stats}");

@@ -2,6 +2,8 @@
 //! replay dedupe, duplicates of a delivery awaiting its verdict, acks after
 //! accept, and the overload path (`going_idle`, then a drain re-dial).
 
+use std::collections::VecDeque;
+
 use super::*;
 
 #[derive(Debug, Clone)]
@@ -29,6 +31,14 @@ pub(super) struct Deliveries {
     /// The delivery that owns each dedupe key while it awaits its verdict.
     pub(super) key_owner: HashMap<String, u64>,
     pub(super) next_delivery: u64,
+    /// Routes of accepted deliveries still held for their reply: a gateway
+    /// usually starts the reply after it accepts (a spawned task, a queue),
+    /// and until the request pins the route nothing else would. Oldest
+    /// first, at most `route_capacity`; an entry whose hold a request has
+    /// taken over is skipped when it rolls off.
+    pub(super) reply_holds: VecDeque<String>,
+    /// Live holds per chat (the entries above not yet taken over).
+    pub(super) held: HashMap<String, u32>,
 }
 
 impl Deliveries {
@@ -38,6 +48,8 @@ impl Deliveries {
             in_flight: FxHashMap::default(),
             key_owner: HashMap::new(),
             next_delivery: 1,
+            reply_holds: VecDeque::new(),
+            held: HashMap::new(),
         }
     }
 }
@@ -173,11 +185,13 @@ impl Machine {
         if let Some(k) = &f.key {
             self.deliveries.key_owner.remove(k);
         }
-        self.routes.unpin(&f.chat_id);
         if !accepted {
+            self.routes.unpin(&f.chat_id);
             self.readmit_parked(now, f);
             return;
         }
+        // The delivery's pin becomes a hold for the reply.
+        self.hold_for_reply(f.chat_id.clone());
         if let Some(b) = f.buffer_id {
             self.ack(f.conn, b);
         }
@@ -189,6 +203,38 @@ impl Machine {
         if let Some(k) = f.key {
             self.deliveries.seen.insert(k);
         }
+    }
+
+    /// Keeps `chat`'s route pinned after its delivery was accepted, until a
+    /// request to it takes over the pin or `route_capacity` later accepts
+    /// roll it off.
+    fn hold_for_reply(&mut self, chat: String) {
+        *self.deliveries.held.entry(chat.clone()).or_default() += 1;
+        self.deliveries.reply_holds.push_back(chat);
+        while self.deliveries.reply_holds.len() > self.cfg.route_capacity.max(1) {
+            if let Some(old) = self.deliveries.reply_holds.pop_front() {
+                self.release_reply_hold(&old);
+            }
+        }
+    }
+
+    /// Releases one live hold on `chat`, if it has one (a request to it now
+    /// pins the route, or the hold rolled off). Returns whether it had one.
+    pub(super) fn release_reply_hold(&mut self, chat: &str) -> bool {
+        let Some(count) = self.deliveries.held.get_mut(chat) else {
+            return false;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.deliveries.held.remove(chat);
+        }
+        self.routes.unpin(chat);
+        true
+    }
+
+    /// Live reply holds (for the statistics).
+    pub(super) fn reply_holds(&self) -> usize {
+        self.deliveries.held.values().map(|&n| n as usize).sum()
     }
 
     /// The owner was rejected: its first parked buffered duplicate is

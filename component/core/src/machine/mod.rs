@@ -304,6 +304,7 @@ impl Machine {
         s.undelivered = self.deliveries.in_flight.len();
         s.routes = self.routes.len();
         s.route_pins = self.routes.pinned();
+        s.reply_holds = self.reply_holds();
         s.seen = self.deliveries.seen.len();
         s
     }

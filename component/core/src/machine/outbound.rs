@@ -357,6 +357,9 @@ impl Machine {
             .insert(timeout_key, request_id.clone());
         if let Some(chat) = kind.chat_id() {
             self.routes.pin(chat);
+            // The reply's own pin takes over from the accept's hold.
+            let chat = chat.to_owned();
+            self.release_reply_hold(&chat);
         }
         self.outbound.pending.insert(
             request_id.clone(),

@@ -159,7 +159,7 @@ impl World {
         // simulation holds no routes for waiting callers).
         check!(
             self,
-            s.route_pins <= s.undelivered + s.pending,
+            s.route_pins <= s.undelivered + s.pending + s.reply_holds,
             "route pins {} leaked past {} deliveries and {} requests",
             s.route_pins,
             s.undelivered,

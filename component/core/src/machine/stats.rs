@@ -36,9 +36,13 @@ pub struct Stats {
     /// Outbound actions to a chat whose route was evicted (sent without
     /// routing keys, with a warning).
     pub route_misses: u64,
-    /// Chats whose route is pinned by a delivery, a pending request or a
-    /// caller awaiting admission (gauge).
+    /// Chats whose route is pinned by a delivery, a pending request, a
+    /// caller awaiting admission or an accepted delivery awaiting its
+    /// reply (gauge).
     pub route_pins: usize,
+    /// Accepted deliveries whose route is held for the reply (gauge; at
+    /// most `route_capacity`).
+    pub reply_holds: usize,
 }
 
 /// Counters by constant label, for the per-frame statistics: a short list

@@ -1586,7 +1586,11 @@ fn a_route_is_pinned_while_its_delivery_awaits_a_verdict() {
         let d = deliveries(&out)[0].delivery;
         h.input(Input::AcceptDelivery(d));
     }
-    assert!(h.m.stats().routes <= 5, "bounded: capacity + pinned");
+    let s = h.m.stats();
+    assert!(
+        s.routes <= 4 + 1 + s.reply_holds,
+        "bounded: capacity + pinned (the first delivery, the reply holds)"
+    );
     h.input(Input::AcceptDelivery(first));
     let (_, out) = h.send("first", "reply");
     assert_eq!(
@@ -1639,8 +1643,66 @@ fn a_route_is_pinned_while_a_request_to_its_chat_is_pending_or_held_by_the_host(
         "pinned by the pending send"
     );
     h.recv(conn, &result_line(&pending_id, json!({"success":true})));
-    assert_eq!(h.m.stats().route_pins, 1, "only the second send to a");
-    assert_eq!(h.m.stats().route_misses, 0);
+    let s = h.m.stats();
+    assert_eq!(s.reply_holds, 2, "the last two accepts, at capacity 2");
+    assert_eq!(
+        s.route_pins,
+        1 + s.reply_holds,
+        "the second send to a, and the holds"
+    );
+    assert_eq!(s.route_misses, 0);
+}
+
+#[test]
+fn an_accepted_route_is_held_for_its_reply_past_the_cache_capacity() {
+    // A gateway accepts, then starts its reply later (a spawned task): the
+    // route must survive the captures in between.
+    let mut cfg = test_config();
+    cfg.route_capacity = 2;
+    let mut h = Harness::new(cfg);
+    let conn = h.connect();
+    let out = h.recv(conn, &inbound_for("first", "gFirst", "uFirst", "m0"));
+    h.input(Input::AcceptDelivery(deliveries(&out)[0].delivery));
+    for i in 0..10 {
+        let out = h.recv(
+            conn,
+            &inbound_for(&format!("c{i}"), "g", "u", &format!("m{i}")),
+        );
+        h.input(Input::RejectDelivery(deliveries(&out)[0].delivery));
+    }
+    let (_, out) = h.send("first", "late reply");
+    assert_eq!(
+        send_metadata(&out),
+        json!({"scope_id":"gFirst","user_id":"uFirst"})
+    );
+    let s = h.m.stats();
+    assert_eq!(s.route_misses, 0);
+    assert_eq!(s.reply_holds, 0, "the reply took the hold over");
+}
+
+#[test]
+fn reply_holds_are_bounded_by_the_cache_capacity() {
+    let mut cfg = test_config();
+    cfg.route_capacity = 2;
+    let mut h = Harness::new(cfg);
+    let conn = h.connect();
+    let out = h.recv(conn, &inbound_for("first", "gFirst", "uFirst", "m0"));
+    h.input(Input::AcceptDelivery(deliveries(&out)[0].delivery));
+    // Two more accepts roll the first hold off (holds: c1, c2) ...
+    for i in 0..3 {
+        let out = h.recv(
+            conn,
+            &inbound_for(&format!("c{i}"), "g", "u", &format!("m{i}")),
+        );
+        h.input(Input::AcceptDelivery(deliveries(&out)[0].delivery));
+    }
+    assert_eq!(h.m.stats().reply_holds, 2);
+    // ... and one more unpinned route evicts it.
+    let out = h.recv(conn, &inbound_for("c3", "g", "u", "m3"));
+    h.input(Input::RejectDelivery(deliveries(&out)[0].delivery));
+    assert!(h.m.routes().get("first").is_none());
+    h.send("first", "too late");
+    assert_eq!(h.m.stats().route_misses, 1);
 }
 
 #[test]
@@ -1649,9 +1711,11 @@ fn a_reply_to_a_forgotten_route_is_counted_and_logged_not_silent() {
     cfg.route_capacity = 1;
     let mut h = Harness::new(cfg);
     let conn = h.connect();
+    // Accepted, then rejected: no reply holds keep them (see the tests
+    // above), so "a" is evicted by "b".
     for chat in ["a", "b"] {
         let out = h.recv(conn, &inbound_for(chat, "g", "u", &format!("m{chat}")));
-        h.input(Input::AcceptDelivery(deliveries(&out)[0].delivery));
+        h.input(Input::RejectDelivery(deliveries(&out)[0].delivery));
     }
     let (_, out) = h.send("a", "late reply");
     assert_eq!(send_metadata(&out), json!({}), "sent, without routing keys");
