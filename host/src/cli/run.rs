@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
@@ -17,17 +16,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
 use super::args::Agent;
-use super::exit::Exit;
+use super::exit::{Exit, FATAL_SHUTDOWN_BUDGET, SHUTDOWN_BUDGET};
 use super::lines::{Line, SentResult, with_message_line};
 use super::logging;
 use super::output::JsonLines;
 use super::settings::Settings;
-
-/// Budget of the signal-initiated shutdown (going idle, drain, close) and of
-/// printing what is still in flight.
-pub(super) const SHUTDOWN_BUDGET: Duration = Duration::from_millis(4500);
-/// Budget of the courtesy shutdown before a fatal exit.
-pub(super) const FATAL_SHUTDOWN_BUDGET: Duration = Duration::from_secs(1);
 
 /// Why the event loop ended.
 enum Stop {

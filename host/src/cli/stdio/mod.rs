@@ -21,10 +21,9 @@ use tokio::time::Instant;
 use self::deliveries::Deliveries;
 use self::io::{Input, Output};
 use self::ops::{Command, Id, Outcome, Running};
-use super::exit::Exit;
+use super::exit::{Exit, FATAL_SHUTDOWN_BUDGET, SHUTDOWN_BUDGET};
 use super::lines::{Line, with_message_line};
 use super::logging;
-use super::run::{FATAL_SHUTDOWN_BUDGET, SHUTDOWN_BUDGET};
 
 /// Commands running at once; the bridge stops reading stdin beyond this
 /// (sends past `max_pending` wait for an admission slot inside it).

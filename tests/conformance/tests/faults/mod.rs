@@ -13,12 +13,7 @@ async fn proxied(tweak: impl FnOnce(&mut AdapterConfig)) -> (World, FaultProxy) 
     let stub = StubConnector::start(StubConfig::default())
         .await
         .expect("stub starts");
-    let upstream = stub
-        .url()
-        .trim_start_matches("ws://")
-        .trim_end_matches("/relay")
-        .parse()
-        .expect("stub address");
+    let upstream = stub.addr();
     let proxy = FaultProxy::start(upstream).await.expect("proxy starts");
     let mut config = fast(proxy.url());
     tweak(&mut config);

@@ -183,12 +183,7 @@ async fn soak(run: Run) -> Ledger {
     let stub = StubConnector::start(StubConfig::default().with_secret(SECRET))
         .await
         .expect("stub starts");
-    let upstream = stub
-        .url()
-        .trim_start_matches("ws://")
-        .trim_end_matches("/relay")
-        .parse()
-        .expect("stub address");
+    let upstream = stub.addr();
     let proxy = Arc::new(FaultProxy::start(upstream).await.expect("proxy starts"));
     let mut config = fast(proxy.url());
     config.gateway_id = GATEWAY_ID.into();
