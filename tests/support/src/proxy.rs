@@ -313,13 +313,17 @@ async fn pump(
                 return Ended::Closed;
             }
         };
+        // Knobs first: a stall set before bytes arrive must hold them even
+        // when this task is polled late and both branches are ready (an
+        // unbiased select would forward them half the time).
         let n = tokio::select! {
+            biased;
+            // A knob changed while waiting: look again (a kill, a stall).
+            _ = knobs.changed() => continue,
             read = from.read(&mut buf) => match read {
                 Ok(0) | Err(_) => return Ended::Closed,
                 Ok(n) => n,
             },
-            // A knob changed while waiting: look again (a kill, a stall).
-            _ = knobs.changed() => continue,
         };
         if !current.delay.is_zero() {
             tokio::time::sleep(current.delay).await;
