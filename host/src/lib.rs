@@ -47,7 +47,7 @@
 // 1. public types: config, types, error, metrics, tls
 // 2. messages: admission, messages, events
 // 3. handle
-// 4. sandbox: socket, bindings, store, imports
+// 4. sandbox: socket, bindings, store, imports, cache
 // 5. plugin
 // 6. engines: engine (+ engine::native), bench, probe
 // 7. actor
@@ -56,6 +56,7 @@ mod admission;
 #[doc(hidden)]
 pub mod bench;
 mod bindings;
+mod cache;
 mod config;
 mod engine;
 mod error;
@@ -82,5 +83,5 @@ pub use events::{DeliveryAck, Event, EventStream, MessageEvent};
 pub use handle::AdapterHandle;
 #[cfg(feature = "embedded-component")]
 pub use plugin::EMBEDDED_COMPONENT;
-pub use plugin::Plugin;
+pub use plugin::{CacheUse, Plugin, PluginOptions};
 pub use types::{ChatInfo, HOST_API_VERSION, Health, SendResult, State};

@@ -3,7 +3,7 @@
 //! component compiled once, and the linked `InstancePre`. Also the
 //! `api-version` check every new instance passes before it is used.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,48 @@ struct Inner {
     engine: Engine,
     /// `None` for [`Plugin::native`].
     pre: Option<RelayAdapterPre<HostState>>,
+    cache: CacheUse,
+}
+
+/// How a component is compiled ([`Plugin::from_bytes_with`] and friends).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PluginOptions {
+    /// Keep wasmtime's compiled code in this directory and reuse it in the
+    /// next process (a warm start skips the ~0.3 s compile). Created with
+    /// mode 0700; a directory another user owns or others may write is
+    /// refused (the compiled code would run in this process), and the
+    /// component is compiled without a cache then. `None`: compile every
+    /// time. [`Plugin::default_cache_dir`] is the per-user default the
+    /// command line uses.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl PluginOptions {
+    /// Compile every time (no cache).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Use the compilation cache in `dir` (see [`PluginOptions::cache_dir`]).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+}
+
+/// What the compilation cache did when a [`Plugin`] was compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheUse {
+    /// No cache configured (or [`Plugin::native`]).
+    Off,
+    /// The configured directory was not used, for this reason; the
+    /// component was compiled without a cache.
+    Refused(String),
+    /// The compiled code came from the cache.
+    Hit,
+    /// Compiled, and stored for the next process.
+    Miss,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -52,6 +94,19 @@ impl Plugin {
         Self::from_bytes(EMBEDDED_COMPONENT)
     }
 
+    /// [`Plugin::new`] with options (a compilation cache).
+    #[cfg(feature = "embedded-component")]
+    pub fn new_with(options: &PluginOptions) -> Result<Self, PluginError> {
+        Self::from_bytes_with(EMBEDDED_COMPONENT, options)
+    }
+
+    /// The per-user cache directory the command line uses by default:
+    /// `$XDG_CACHE_HOME/relay-host`, else `$HOME/.cache/relay-host`; `None`
+    /// when neither is set.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        crate::cache::default_dir()
+    }
+
     /// The built-in component, compiled once per process on first use.
     /// Needs the `embedded-component` feature (on by default).
     #[cfg(feature = "embedded-component")]
@@ -68,17 +123,30 @@ impl Plugin {
 
     /// A component from a `.wasm` file (component binary format).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PluginError> {
+        Self::from_file_with(path, &PluginOptions::default())
+    }
+
+    /// [`Plugin::from_file`] with options (a compilation cache).
+    pub fn from_file_with(
+        path: impl AsRef<Path>,
+        options: &PluginOptions,
+    ) -> Result<Self, PluginError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_bytes(&bytes)
+        Self::from_bytes_with(&bytes, options)
     }
 
     /// A component from its bytes (component binary format, not precompiled).
     pub fn from_bytes(wasm: &[u8]) -> Result<Self, PluginError> {
-        Self::compile(wasm, true)
+        Self::from_bytes_with(wasm, &PluginOptions::default())
+    }
+
+    /// [`Plugin::from_bytes`] with options (a compilation cache).
+    pub fn from_bytes_with(wasm: &[u8], options: &PluginOptions) -> Result<Self, PluginError> {
+        Self::compile(wasm, true, options)
     }
 
     /// Benchmark support, not API: the built-in component compiled without
@@ -88,12 +156,23 @@ impl Plugin {
     #[doc(hidden)]
     #[cfg(feature = "embedded-component")]
     pub fn without_epoch_interruption() -> Result<Self, PluginError> {
-        Self::compile(EMBEDDED_COMPONENT, false)
+        Self::compile(EMBEDDED_COMPONENT, false, &PluginOptions::default())
     }
 
-    fn compile(wasm: &[u8], epoch: bool) -> Result<Self, PluginError> {
+    fn compile(wasm: &[u8], epoch: bool, options: &PluginOptions) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.epoch_interruption(epoch);
+        let (cache, mut used) = match &options.cache_dir {
+            None => (None, CacheUse::Off),
+            Some(dir) => match crate::cache::open(dir) {
+                Ok(cache) => (Some(cache), CacheUse::Miss),
+                Err(why) => {
+                    tracing::warn!("{why}; compiling without a cache");
+                    (None, CacheUse::Refused(why))
+                }
+            },
+        };
+        config.cache(cache.clone());
         // Profiling aid (docs/contributing.md): /tmp/perf-PID.map names the
         // guest's JIT code for `perf report`.
         if std::env::var_os("RELAY_WASM_PERFMAP").is_some_and(|v| v == "1") {
@@ -105,6 +184,9 @@ impl Plugin {
         }
         let component =
             Component::new(&engine, wasm).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        if cache.is_some_and(|c| c.cache_hits() > 0) {
+            used = CacheUse::Hit;
+        }
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
@@ -118,6 +200,7 @@ impl Plugin {
             inner: Arc::new(Inner {
                 engine,
                 pre: Some(pre),
+                cache: used,
             }),
         })
     }
@@ -133,8 +216,17 @@ impl Plugin {
         let engine =
             Engine::new(&Config::new()).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         Ok(Self {
-            inner: Arc::new(Inner { engine, pre: None }),
+            inner: Arc::new(Inner {
+                engine,
+                pre: None,
+                cache: CacheUse::Off,
+            }),
         })
+    }
+
+    /// What the compilation cache did for this plugin.
+    pub fn cache_use(&self) -> &CacheUse {
+        &self.inner.cache
     }
 
     /// Whether this is [`Plugin::native`].

@@ -34,6 +34,7 @@ const ENV_VARS: &[&str] = &[
     "GATEWAY_RELAY_SECRET",
     "RELAY_METRICS_LISTEN",
     "GATEWAY_RELAY_CA_FILE",
+    "RELAY_CACHE_DIR",
     "RUST_LOG",
 ];
 /// Short timers for tests.
@@ -329,7 +330,14 @@ fn relay_host(args: &[&str]) -> Command {
         cmd.env_remove(var);
     }
     cmd.env("RUST_LOG", "info");
+    // One compilation cache for the whole run, inside the target directory
+    // (never the user's home); tests of the cache itself pass their own.
+    cmd.env("RELAY_CACHE_DIR", shared_cache_dir());
     cmd
+}
+
+fn shared_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("relay-cli-cache")
 }
 
 /// A file removed on drop.
@@ -1499,6 +1507,54 @@ async fn unusable_component_exits_1() {
     }
 }
 
+/// One `run` against the stub until `ready`, then SIGTERM; its stderr.
+async fn run_until_ready(stub: &StubConnector, cache: &[&str], label: &str) -> String {
+    let url = stub.base_url();
+    let mut cmd = relay_host(&[&["run", "--connector", &url], cache].concat());
+    cmd.env_remove("RELAY_CACHE_DIR");
+    let mut p = Proc::start(cmd, label);
+    p.wait_line("state ready", |v| is_state(v, "ready"), START)
+        .await;
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(WAIT).await, 0, "{}", p.context());
+    p.stderr()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_compiles_once_then_starts_from_a_private_cache() {
+    use std::os::unix::fs::PermissionsExt;
+    let stub = stub(StubConfig::default()).await;
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let dir = root.join("relay");
+    let dir_arg = dir.display().to_string();
+    let flags = ["--cache-dir", dir_arg.as_str()];
+
+    // Cold: compiled and stored, in a directory only we can enter.
+    let stderr = run_until_ready(&stub, &flags, "cold cache").await;
+    assert!(stderr.contains("cache=\"miss\""), "{stderr}");
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    // Warm: the next process loads the compiled code.
+    let stderr = run_until_ready(&stub, &flags, "warm cache").await;
+    assert!(stderr.contains("cache=\"hit\""), "{stderr}");
+    // A cache others may write is native code anyone could plant: refused
+    // with a warning, and the component is compiled instead.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let stderr = run_until_ready(&stub, &flags, "open cache").await;
+    assert!(
+        stderr.contains("is writable by group or others (mode 777)")
+            && stderr.contains("compiling without a cache")
+            && stderr.contains("cache=\"refused\""),
+        "{stderr}"
+    );
+    // --no-cache reads nothing.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let stderr = run_until_ready(&stub, &["--no-cache"], "no cache").await;
+    assert!(stderr.contains("cache=\"off\""), "{stderr}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 // ----- config check ----------------------------------------------------------
 
 async fn config_check(args: &[&str], env: &[(&str, &str)]) -> (Value, String) {
@@ -1511,6 +1567,27 @@ async fn config_check(args: &[&str], env: &[(&str, &str)]) -> (Value, String) {
     let stdout = p.stdout_lines().join("\n");
     let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     (json, p.stderr())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_dir_follows_precedence_and_no_cache_turns_it_off() {
+    let file = TempFile::new("cache.toml", b"cache_dir = \"/from/file\"\n");
+    let base = ["--connector", "http://127.0.0.1:9", "--config", file.path()];
+    // The file, when neither the environment nor a flag names one.
+    let mut cmd = relay_host(&[&["config", "check"], &base[..]].concat());
+    cmd.env_remove("RELAY_CACHE_DIR");
+    let mut p = Proc::start(cmd, "config check (file)");
+    assert_eq!(p.wait_exit(WAIT).await, 0, "{}", p.context());
+    let c: Value = serde_json::from_str(&p.stdout_lines().join("\n")).unwrap();
+    assert_eq!(c["cache_dir"], "/from/file");
+    // The environment over the file, the flag over both.
+    let env = [("RELAY_CACHE_DIR", "/from/env")];
+    let (c, _) = config_check(&base, &env).await;
+    assert_eq!(c["cache_dir"], "/from/env");
+    let (c, _) = config_check(&[&base[..], &["--cache-dir", "/from/flag"]].concat(), &env).await;
+    assert_eq!(c["cache_dir"], "/from/flag");
+    let (c, _) = config_check(&[&base[..], &["--no-cache"]].concat(), &env).await;
+    assert_eq!(c["cache_dir"], Value::Null);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

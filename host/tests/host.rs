@@ -12,12 +12,13 @@
 //! [`wait_until`]; timers in [`config`] are milliseconds so tests stay fast.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use relay_host::{
-    Adapter, AdapterConfig, AdapterError, AdapterHandle, Event, EventStream, Identity, Plugin,
-    Secret, SendResult, State,
+    Adapter, AdapterConfig, AdapterError, AdapterHandle, CacheUse, Event, EventStream, Identity,
+    Plugin, PluginOptions, Secret, SendResult, State,
 };
 use relay_stub::{
     Closer, ConnState, Deliverable, Delivery, Hello, OutboundReply, StubConfig, StubConnector,
@@ -833,6 +834,37 @@ fn bytes_that_are_not_a_component_are_rejected_with_a_clear_error() {
     );
     let err = Plugin::from_file("/nonexistent/relay.wasm").unwrap_err();
     assert!(err.to_string().contains("/nonexistent/relay.wasm"), "{err}");
+}
+
+/// The compilation cache through the Rust API: a miss stores, the next
+/// plugin is a hit and runs the protocol, a file in the cache's place is a
+/// refusal and a plain compile (never a failed load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compilation_cache_is_filled_then_hit_and_its_plugin_runs() {
+    let root =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("host-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let options = PluginOptions::new().cache_dir(root.join("cache"));
+    let cold = Plugin::new_with(&options).expect("compiles");
+    assert_eq!(cold.cache_use(), &CacheUse::Miss);
+    let warm = Plugin::new_with(&options).expect("loads");
+    assert_eq!(warm.cache_use(), &CacheUse::Hit);
+
+    let stub = stub().await;
+    let (handle, mut events) = spawn_on(&warm, config(&stub)).await;
+    handshake(&stub, &mut events, 1).await;
+    assert!(send(&handle, "c1", "from cached code").await.success);
+    handle.shutdown().await.expect("shutdown");
+
+    std::fs::write(root.join("file"), b"in the way").unwrap();
+    let refused =
+        Plugin::new_with(&PluginOptions::new().cache_dir(root.join("file"))).expect("compiles");
+    match refused.cache_use() {
+        CacheUse::Refused(why) => assert!(why.contains("cannot create compilation cache"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(Plugin::native().unwrap().cache_use(), &CacheUse::Off);
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 // ------------------------------------------- test guest: sandbox

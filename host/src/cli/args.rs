@@ -146,6 +146,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 
+    /// Where compiled code is cached between runs (env RELAY_CACHE_DIR,
+    /// --config key `cache_dir`) [default: $XDG_CACHE_HOME/relay-host, else
+    /// $HOME/.cache/relay-host]. Created with mode 0700; a directory others
+    /// may write is refused with a warning (the component is compiled).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile the component in this process; no cache read or written.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+
     /// TOML file with timers, bounds and host limits (see docs/cli.md). Flags
     /// and environment variables override it; it must not contain `secret`.
     #[arg(long, value_name = "FILE")]
@@ -200,6 +211,7 @@ Environment (flags override the environment, which overrides --config):
   GATEWAY_RELAY_SECRET     the secret (or the variable named by --secret-env); trimmed
   RELAY_METRICS_LISTEN     IP:PORT of the Prometheus /metrics listener (--metrics-listen)
   GATEWAY_RELAY_CA_FILE    PEM file of extra CA certificates for wss:// (--ca-file)
+  RELAY_CACHE_DIR          compilation cache directory (--cache-dir)
   RUST_LOG                 log filter (default info)
   Without a gateway id and a secret the dial is unauthenticated (warning on stderr).
 

@@ -9,7 +9,8 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 
 use relay_host::{
-    Adapter, AdapterError, AdapterHandle, Event, EventStream, MessageEvent, Plugin, SendResult,
+    Adapter, AdapterError, AdapterHandle, CacheUse, Event, EventStream, MessageEvent, Plugin,
+    PluginOptions, SendResult,
 };
 use serde_json::Map;
 use tokio::signal::unix::{SignalKind, signal};
@@ -60,10 +61,14 @@ pub async fn run(settings: Settings) -> Exit {
         }
     };
 
+    let options = match &settings.cache_dir {
+        Some(dir) => PluginOptions::new().cache_dir(dir),
+        None => PluginOptions::new(),
+    };
     let plugin = match &settings.component {
         _ if settings.native => Plugin::native(),
-        Some(path) => Plugin::from_file(path),
-        None => Plugin::shared(),
+        Some(path) => Plugin::from_file_with(path, &options),
+        None => Plugin::new_with(&options),
     };
     let plugin = match plugin {
         Ok(plugin) => plugin,
@@ -72,7 +77,14 @@ pub async fn run(settings: Settings) -> Exit {
             return Exit::Fatal;
         }
     };
+    let cache = match plugin.cache_use() {
+        CacheUse::Off => "off",
+        CacheUse::Refused(_) => "refused",
+        CacheUse::Hit => "hit",
+        CacheUse::Miss => "miss",
+    };
     tracing::info!(
+        cache,
         connector = %settings.dial_url,
         identities = settings.config.identities.len().max(1),
         agent = settings.agent.as_str(),

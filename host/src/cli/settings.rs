@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use relay_host::{AdapterConfig, Identity, Secret};
+use relay_host::{AdapterConfig, Identity, Plugin, Secret};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -26,6 +26,8 @@ pub const ENV_PLATFORMS: &str = "GATEWAY_RELAY_PLATFORMS";
 pub const ENV_BOT_IDS: &str = "GATEWAY_RELAY_BOT_IDS";
 /// Address of the Prometheus metrics listener.
 pub const ENV_METRICS_LISTEN: &str = "RELAY_METRICS_LISTEN";
+/// The compilation cache directory.
+pub const ENV_CACHE_DIR: &str = "RELAY_CACHE_DIR";
 /// PEM file of extra CA certificates for wss:// (`--ca-file`).
 pub const ENV_CA_FILE: &str = "GATEWAY_RELAY_CA_FILE";
 
@@ -56,6 +58,8 @@ pub struct Settings {
     pub component: Option<PathBuf>,
     /// `--native`: relay-core in the host instead of the component.
     pub native: bool,
+    /// The compilation cache directory; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
     /// How messages are answered.
     pub agent: Agent,
     /// Where to serve `GET /metrics` (Prometheus text format), if anywhere.
@@ -74,6 +78,7 @@ struct FileConfig {
     bot_ids: Option<BTreeMap<String, String>>,
     metrics_listen: Option<String>,
     ca_file: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
     /// Only here to refuse it with a clear message (never read).
     secret: Option<toml::Value>,
     token_ttl_secs: Option<i64>,
@@ -291,6 +296,18 @@ pub fn resolve(
         .or_else(|| env_set(ENV_CA_FILE).map(PathBuf::from))
         .or(file.ca_file.clone());
 
+    // The compilation cache: flag, environment, file, then the per-user
+    // default; `--no-cache` turns it off.
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir
+            .clone()
+            .or_else(|| env_set(ENV_CACHE_DIR).map(PathBuf::from))
+            .or(file.cache_dir.clone())
+            .or_else(Plugin::default_cache_dir)
+    };
+
     // Metrics listener.
     let metrics_listen = match args
         .metrics_listen
@@ -320,6 +337,7 @@ pub fn resolve(
         secret_env,
         component: args.component.clone(),
         native: args.native,
+        cache_dir,
         agent: args.agent,
         metrics_listen,
         warnings,
@@ -470,7 +488,7 @@ pub fn effective_json(settings: &Settings) -> Value {
         .iter()
         .map(|i| json!({"platform": i.platform, "bot_id": i.bot_id}))
         .collect();
-    json!({
+    let mut effective = json!({
         "connector": c.connector_url,
         "dial_url": settings.dial_url,
         "identities": identities,
@@ -515,5 +533,8 @@ pub fn effective_json(settings: &Settings) -> Value {
         "restart_reset_after_ms": millis(c.limits.restart_reset_after),
         "restart_budget": c.limits.restart_budget,
         "restart_window_ms": millis(c.limits.restart_window),
-    })
+    });
+    // Outside the `json!` literal: one more key passes the macro's recursion limit.
+    effective["cache_dir"] = json!(settings.cache_dir.as_ref().map(|p| p.display().to_string()));
+    effective
 }
