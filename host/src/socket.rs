@@ -247,7 +247,14 @@ pub(crate) fn spawn_connection(
         opened: AtomicBool::new(false),
         finished: AtomicBool::new(false),
     };
-    tokio::spawn(run_connection(url, headers, settings, report, out)).abort_handle()
+    // Boxed before the spawn: this runs inside the guest's `dial` import, on
+    // the instance's fiber stack, and the unboxed future (~12 KiB) copied
+    // down tokio's spawn path touched ~70 KiB of that stack, which each idle
+    // adapter then kept resident (docs/benchmarks.md, "What moved the numbers").
+    tokio::spawn(Box::pin(run_connection(
+        url, headers, settings, report, out,
+    )))
+    .abort_handle()
 }
 
 /// A connection's reports to the actor. After `Opened`, exactly one

@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo bench -p relay-host --bench fleet -- \
-//!     [--adapters N] [--messages M] [--native] [--inproc-stub] [--timeout SECS] [--settle-ms MS]
+//!     [--adapters N] [--messages M] [--native] [--inproc-stub] [--cache-dir DIR] [--timeout SECS] [--settle-ms MS]
 //! ```
 //!
 //! - `--adapters N` (default 1000): adapters, each with its own connection.
@@ -17,6 +17,8 @@
 //!   it runs in a child process (this binary with `--stub-child`) so the RSS
 //!   figures hold the adapters only, not the connector's side of each
 //!   connection; the child's RSS is reported separately.
+//! - `--cache-dir DIR`: load the component through the compilation cache
+//!   in DIR (`PluginOptions::cache_dir`): the second run skips the compile.
 //! - `--timeout SECS` (default 60): limit of every phase; past it the run
 //!   fails with exit code 1.
 //! - `--settle-ms MS` (default 1000): pause after all adapters are ready
@@ -59,11 +61,13 @@ use stub::*;
 
 /// First argument of the child process that runs the stub connector.
 const STUB_CHILD: &str = "--stub-child";
-/// The targets of the issue: per idle adapter, and 1,000 adapters in total.
-const TARGET_PER_ADAPTER_KIB: f64 = 256.0;
+/// Memory mappings one component adapter holds (docs/operations.md).
+const MAPS_PER_ADAPTER: u64 = 7;
+/// The targets: per idle adapter (issue 20), and 1,000 adapters in total.
+const TARGET_PER_ADAPTER_KIB: f64 = 200.0;
 const TARGET_TOTAL_KIB: u64 = 512 * 1024;
 
-const USAGE: &str = "usage: fleet [--adapters N] [--messages M] [--native] [--inproc-stub] [--timeout SECS] [--settle-ms MS]";
+const USAGE: &str = "usage: fleet [--adapters N] [--messages M] [--native] [--inproc-stub] [--cache-dir DIR] [--timeout SECS] [--settle-ms MS]";
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -71,6 +75,7 @@ struct Opts {
     messages: usize,
     native: bool,
     inproc_stub: bool,
+    cache_dir: Option<std::path::PathBuf>,
     timeout: Duration,
     settle: Duration,
 }
@@ -82,6 +87,7 @@ impl Opts {
             messages: 20,
             native: false,
             inproc_stub: false,
+            cache_dir: None,
             timeout: Duration::from_secs(60),
             settle: Duration::from_millis(1000),
         };
@@ -101,6 +107,10 @@ impl Opts {
                 "--settle-ms" => opts.settle = Duration::from_millis(value(arg)?),
                 "--native" => opts.native = true,
                 "--inproc-stub" => opts.inproc_stub = true,
+                "--cache-dir" => {
+                    let dir = args.next().context("--cache-dir needs a value")?;
+                    opts.cache_dir = Some(dir.into());
+                }
                 // `cargo bench` passes it to every bench binary.
                 "--bench" => {}
                 "-h" | "--help" => {
@@ -138,6 +148,19 @@ fn main() -> ExitCode {
                  run `ulimit -n {}` first",
                 opts.adapters,
                 needed.next_power_of_two().max(8192)
+            );
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
+    let maps_needed = opts.adapters as u64 * MAPS_PER_ADAPTER + 2048;
+    match max_map_count() {
+        Some(limit) if !opts.native && limit < maps_needed => {
+            eprintln!(
+                "fleet: vm.max_map_count is {limit}, {} adapters need about {maps_needed} \
+                 memory mappings; raise it first (sysctl -w vm.max_map_count={})",
+                opts.adapters,
+                maps_needed.next_power_of_two().max(262_144)
             );
             return ExitCode::from(2);
         }

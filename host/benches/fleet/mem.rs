@@ -2,11 +2,14 @@
 
 use super::*;
 
-/// VmRSS and VmHWM in KiB.
+/// VmRSS, VmHWM and Pss in KiB. RSS counts a page shared by N mappings N
+/// times (every instance maps the component's memory image copy-on-write);
+/// PSS divides it among them: the memory the adapters really cost.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Mem {
     pub(crate) rss: u64,
     pub(crate) hwm: u64,
+    pub(crate) pss: u64,
 }
 
 /// `/proc/self/status` (or `/proc/PID/status`).
@@ -24,10 +27,32 @@ pub(crate) fn mem_of(pid: Option<u32>) -> Mem {
             .and_then(|kib| kib.parse().ok())
             .unwrap_or(0)
     };
+    let rollup = match pid {
+        Some(pid) => format!("/proc/{pid}/smaps_rollup"),
+        None => "/proc/self/smaps_rollup".to_string(),
+    };
+    let pss = std::fs::read_to_string(rollup)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0);
     Mem {
         rss: field("VmRSS:"),
         hwm: field("VmHWM:"),
+        pss,
     }
+}
+
+/// `vm.max_map_count`: each adapter holds about 7 memory mappings (its
+/// linear memory, image and guards, its fiber stack and guard).
+pub(crate) fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The soft `Max open files` limit, if known and finite.
