@@ -7,6 +7,14 @@ The rig reads the last JSON line of a peer's stderr for `peer_cpu_s`, and
 stops a peer with SIGTERM. This wrapper forwards SIGTERM/SIGINT to the
 command (relay-host then shuts down cleanly), waits for it, and prints
 `{"peer_cpu_s": user+system}` of the command on stderr.
+
+The rig expects a peer to exit once the connector closes the socket (its
+README, "Benchmarking another gateway"); relay-host re-dials instead, as a
+gateway should, and the rig would then poll it for 5 s (forking `sleep`
+about 100 times, CPU it counts as foreign work and retries the run for).
+So this wrapper passes the command's stderr through and stops the command
+at its first "relay connection closed" log line: the loadgen accepts one
+gateway, so that line is the end of the run.
 """
 import json
 import resource
@@ -14,9 +22,11 @@ import signal
 import subprocess
 import sys
 
+CLOSED = "relay connection closed"
+
 
 def main() -> int:
-    child = subprocess.Popen(sys.argv[1:])
+    child = subprocess.Popen(sys.argv[1:], stderr=subprocess.PIPE, text=True)
 
     def forward(signum, _frame):
         if child.poll() is None:
@@ -24,6 +34,11 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    assert child.stderr is not None
+    for line in child.stderr:
+        sys.stderr.write(line)
+        if CLOSED in line and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
     try:
         code = child.wait(timeout=600)
     except subprocess.TimeoutExpired:
