@@ -32,7 +32,9 @@ DEADLINE_S = 30.0
 def binary(env: str, name: str) -> str:
     path = os.environ.get(env) or str(REPO / "target" / "release" / name)
     if not os.access(path, os.X_OK):
-        sys.exit(f"{path} is missing: cargo build --release -p relay-host -p relay-stub")
+        sys.exit(
+            f"{path} is missing: cargo build --release -p relay-host -p relay-stub"
+        )
     return path
 
 

@@ -66,14 +66,21 @@ def panel(
     if log_y:
         lo_e, hi_e = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
         ticks = [10.0**e for e in range(lo_e, hi_e + 1)]
-        y_of = lambda v: y0 + h - (math.log10(v) - lo_e) / max(hi_e - lo_e, 1) * h  # noqa: E731
+
+        def y_of(v: float) -> float:
+            return y0 + h - (math.log10(v) - lo_e) / max(hi_e - lo_e, 1) * h
     else:
         top = hi * 1.1
         step = 10 ** math.floor(math.log10(top / 5))
         step *= 2 if top / step > 10 else 1
         ticks = [i * step for i in range(int(top // step) + 1)]
-        y_of = lambda v: y0 + h - v / top * h  # noqa: E731
-    x_of = lambda i: x0 + (i + 0.5) * w / len(windows)  # noqa: E731
+
+        def y_of(v: float) -> float:
+            return y0 + h - v / top * h
+
+    def x_of(i: int) -> float:
+        return x0 + (i + 0.5) * w / len(windows)
+
     out = [
         f'<text x="{x0 + w / 2}" y="{y0 - 12}" text-anchor="middle" font-weight="bold">{title}</text>',
         f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#333"/>',
@@ -81,8 +88,12 @@ def panel(
     for t in ticks:
         y = y_of(t)
         label = f"{t / 1000:g}k" if t >= 1000 else f"{t:g}"
-        out.append(f'<line x1="{x0}" x2="{x0 + w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
+        out.append(
+            f'<line x1="{x0}" x2="{x0 + w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
+        )
+        out.append(
+            f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>'
+        )
     for i, window in enumerate(windows):
         out.append(
             f'<text x="{x_of(i):.1f}" y="{y0 + h + 18}" text-anchor="middle">W={window}</text>'
@@ -100,9 +111,12 @@ def panel(
         if not points:
             continue
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        out.append(
+            f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>'
+        )
         out.extend(
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}"/>' for x, y in points
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}"/>'
+            for x, y in points
         )
     return out
 
@@ -110,19 +124,45 @@ def panel(
 def render(cells: Cells, caption: str) -> str:
     windows = sorted({w for peer in cells.values() for w in peer})
     width, height = 980, 470
-    body = panel(cells, windows, "msgs_per_s", "Echo throughput", "msg/s", False, 80, 50, 380, 300)
-    body += panel(cells, windows, "p50_us", "Echo latency, p50 (log scale)", "µs", True, 580, 50, 380, 300)
+    body = panel(
+        cells,
+        windows,
+        "msgs_per_s",
+        "Echo throughput",
+        "msg/s",
+        False,
+        80,
+        50,
+        380,
+        300,
+    )
+    body += panel(
+        cells,
+        windows,
+        "p50_us",
+        "Echo latency, p50 (log scale)",
+        "µs",
+        True,
+        580,
+        50,
+        380,
+        300,
+    )
     for i, (peer, (label, colour)) in enumerate(PEERS.items()):
         if peer not in cells:
             continue
         x, y = 80 + (i % 2) * 450, 400 + (i // 2) * 22
-        body.append(f'<rect x="{x}" y="{y - 10}" width="14" height="10" fill="{colour}"/>')
+        body.append(
+            f'<rect x="{x}" y="{y - 10}" width="14" height="10" fill="{colour}"/>'
+        )
         body.append(f'<text x="{x + 20}" y="{y}">{label}</text>')
     body.append(f'<text x="80" y="{height - 8}" fill="#555">{caption}</text>')
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'font-family="sans-serif" font-size="12">\n'
-        f'<rect width="100%" height="100%" fill="white"/>\n' + "\n".join(body) + "\n</svg>\n"
+        f'<rect width="100%" height="100%" fill="white"/>\n'
+        + "\n".join(body)
+        + "\n</svg>\n"
     )
 
 

@@ -16,6 +16,9 @@ So this wrapper passes the command's stderr through and stops the command
 at its first "relay connection closed" log line: the loadgen accepts one
 gateway, so that line is the end of the run.
 """
+
+from __future__ import annotations
+
 import json
 import resource
 import signal
@@ -28,7 +31,7 @@ CLOSED = "relay connection closed"
 def main() -> int:
     child = subprocess.Popen(sys.argv[1:], stderr=subprocess.PIPE, text=True)
 
-    def forward(signum, _frame):
+    def forward(signum: int, _frame: object) -> None:
         if child.poll() is None:
             child.send_signal(signum)
 
@@ -45,8 +48,13 @@ def main() -> int:
         child.kill()
         code = child.wait()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"peer_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-                      "exit": code}), file=sys.stderr, flush=True)
+    print(
+        json.dumps(
+            {"peer_cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "exit": code}
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
     return 0
 
 
