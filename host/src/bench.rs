@@ -13,7 +13,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wasmtime::Store;
 
-use crate::bindings::wit_config;
 use crate::config::{AdapterConfig, Identity};
 use crate::engine::{self, Feed, Runner, Started};
 use crate::events::{Event, Verdict};
@@ -63,8 +62,7 @@ impl Harness {
             label: "bench".into(),
         };
         let mut store = store::new_store(plugin.engine(), &config, parts);
-        let wit = wit_config(&config);
-        let runner = match engine::start(plugin, &mut store, &wit)
+        let runner = match engine::start(plugin, &mut store, &config)
             .await
             .map_err(|e| e.to_string())?
         {

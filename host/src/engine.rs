@@ -8,7 +8,8 @@
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wasmtime::Store;
 
-use crate::bindings::{RelayAdapter, guest, wit};
+use crate::bindings::{self, Bindings};
+use crate::config::AdapterConfig;
 use crate::error::PluginError;
 use crate::messages::{Answer, Query, Request};
 use crate::plugin::Plugin;
@@ -49,11 +50,11 @@ pub(crate) enum Started {
 pub(crate) async fn start(
     plugin: &Plugin,
     store: &mut Store<HostState>,
-    config: &wit::Config,
+    config: &AdapterConfig,
 ) -> Result<Started, PluginError> {
     if plugin.is_native() {
         return Ok(
-            match native::NativeAdapter::start(config, store.data_mut()) {
+            match native::NativeAdapter::start(&bindings::wit_config(config), store.data_mut()) {
                 Ok(adapter) => Started::Running(Runner::Native(Box::new(adapter))),
                 Err(reason) => Started::Refused(reason),
             },
@@ -61,10 +62,21 @@ pub(crate) async fn start(
     }
     let bindings = plugin.instantiate(store).await?;
     store::reset_budget(store);
-    let started = bindings
-        .hermes_relay_adapter()
-        .call_start(&mut *store, config)
-        .await;
+    // Each version gets the config record of its own WIT.
+    let started = match &bindings {
+        Bindings::V0_1(b) => {
+            let config = bindings::v0_1::wit_config(config);
+            b.hermes_relay_adapter()
+                .call_start(&mut *store, &config)
+                .await
+        }
+        Bindings::V0_2(b) => {
+            let config = bindings::v0_2::wit_config(config);
+            b.hermes_relay_adapter()
+                .call_start(&mut *store, &config)
+                .await
+        }
+    };
     store::report_log_flood(store.data_mut());
     let runner = Runner::Component(Box::new(bindings));
     Ok(match started {
@@ -76,8 +88,9 @@ pub(crate) async fn start(
 
 /// A live instance's engine.
 pub(crate) enum Runner {
-    /// The component (its bindings; the instance lives in the store).
-    Component(Box<RelayAdapter>),
+    /// The component (its bindings, of the WIT version it was linked as;
+    /// the instance lives in the store).
+    Component(Box<Bindings>),
     /// relay-core in the host process, no sandbox.
     Native(Box<native::NativeAdapter>),
 }
@@ -91,9 +104,10 @@ impl Runner {
         input: Feed,
     ) -> wasmtime::Result<()> {
         match self {
-            Runner::Component(bindings) => {
-                feed_component(bindings.hermes_relay_adapter(), store, input).await
-            }
+            Runner::Component(bindings) => match &**bindings {
+                Bindings::V0_1(b) => v0_1::feed(b.hermes_relay_adapter(), store, input).await,
+                Bindings::V0_2(b) => v0_2::feed(b.hermes_relay_adapter(), store, input).await,
+            },
             Runner::Native(adapter) => {
                 adapter.feed(store.data_mut(), input);
                 Ok(())
@@ -108,171 +122,192 @@ impl Runner {
         query: Query,
     ) -> wasmtime::Result<Answer> {
         match self {
-            Runner::Component(bindings) => {
-                query_component(bindings.hermes_relay_adapter(), store, query).await
-            }
+            Runner::Component(bindings) => match &**bindings {
+                Bindings::V0_1(b) => v0_1::query(b.hermes_relay_adapter(), store, query).await,
+                Bindings::V0_2(b) => v0_2::query(b.hermes_relay_adapter(), store, query).await,
+            },
             Runner::Native(adapter) => Ok(adapter.query(store.data_mut(), query)),
         }
     }
 }
 
-async fn feed_component(
-    guest: &guest::Guest,
-    s: &mut Store<HostState>,
-    input: Feed,
-) -> wasmtime::Result<()> {
-    match input {
-        Feed::Open(conn) => guest.call_on_open(s, conn).await,
-        Feed::DialFailed(conn, code, reason) => {
-            guest.call_on_dial_failed(s, conn, code, &reason).await
+/// The export calls for the version module `$v` of `crate::bindings`: one
+/// text for every WIT version while their `adapter` interfaces have the same
+/// shape; a version that changes an export gets its own functions and leaves
+/// the older ones on the macro.
+macro_rules! component_calls {
+    ($v:ident) => {
+        mod $v {
+            use super::*;
+            use crate::bindings::$v::guest::Guest;
+
+            pub(super) async fn feed(
+                guest: &Guest,
+                s: &mut Store<HostState>,
+                input: Feed,
+            ) -> wasmtime::Result<()> {
+                match input {
+                    Feed::Open(conn) => guest.call_on_open(s, conn).await,
+                    Feed::DialFailed(conn, code, reason) => {
+                        guest.call_on_dial_failed(s, conn, code, &reason).await
+                    }
+                    Feed::Text(conn, text) => guest.call_on_text(s, conn, text.as_str()).await,
+                    Feed::Binary(conn, data) => guest.call_on_binary(s, conn, &data).await,
+                    Feed::Closed(conn, code, reason) => {
+                        guest.call_on_closed(s, conn, code, &reason).await
+                    }
+                    Feed::Deadline => guest.call_on_deadline(s).await,
+                    Feed::Deliveries(answers) => match answers.as_slice() {
+                        [(delivery, true)] => guest.call_accept_delivery(s, *delivery).await,
+                        [(delivery, false)] => guest.call_reject_delivery(s, *delivery).await,
+                        _ => guest.call_answer_deliveries(s, &answers).await,
+                    },
+                    Feed::Request(id, request) => send_request(guest, s, id, request).await,
+                }
+            }
+
+            async fn send_request(
+                guest: &Guest,
+                s: &mut Store<HostState>,
+                id: u64,
+                request: Request,
+            ) -> wasmtime::Result<()> {
+                match request {
+                    Request::Send {
+                        chat_id,
+                        content,
+                        reply_to,
+                        metadata,
+                        platform,
+                    } => {
+                        guest
+                            .call_send(
+                                s,
+                                id,
+                                &chat_id,
+                                &content,
+                                reply_to.as_deref(),
+                                &metadata,
+                                platform.as_deref(),
+                            )
+                            .await
+                    }
+                    Request::Edit {
+                        chat_id,
+                        message_id,
+                        content,
+                        metadata,
+                    } => {
+                        guest
+                            .call_edit(s, id, &chat_id, &message_id, &content, &metadata)
+                            .await
+                    }
+                    Request::Typing {
+                        chat_id,
+                        metadata,
+                        content,
+                    } => {
+                        guest
+                            .call_typing(s, id, &chat_id, &metadata, content.as_deref())
+                            .await
+                    }
+                    Request::FollowUp {
+                        session_key,
+                        kind,
+                        content,
+                        metadata,
+                    } => {
+                        guest
+                            .call_follow_up(s, id, &session_key, &kind, &content, &metadata)
+                            .await
+                    }
+                    Request::GetChatInfo { chat_id } => {
+                        guest.call_get_chat_info(s, id, &chat_id).await
+                    }
+                    Request::RawAction { action, platform } => {
+                        guest
+                            .call_raw_action(s, id, &action, platform.as_deref())
+                            .await
+                    }
+                    Request::Interrupt {
+                        session_key,
+                        reason,
+                    } => {
+                        guest
+                            .call_interrupt(s, id, &session_key, reason.as_deref())
+                            .await
+                    }
+                    Request::Shutdown => guest.call_shutdown(s, id).await,
+                    Request::GoDormant => guest.call_go_dormant(s, id).await,
+                    Request::HoldRedial => guest.call_hold_redial(s, id).await,
+                    Request::ReleaseRedial => guest.call_release_redial(s, id).await,
+                }
+            }
+
+            pub(super) async fn query(
+                guest: &Guest,
+                s: &mut Store<HostState>,
+                query: Query,
+            ) -> wasmtime::Result<Answer> {
+                match query {
+                    Query::State => guest
+                        .call_current_state(s)
+                        .await
+                        .map(|st| Answer::State(st.into())),
+                    Query::Descriptor(platform) => guest
+                        .call_descriptor(s, platform.as_deref())
+                        .await
+                        .map(Answer::Text),
+                    Query::MaxMessageLength(chat) => guest
+                        .call_max_message_length(s, chat.as_deref())
+                        .await
+                        .map(Answer::Number),
+                    Query::MessageLen(chat, text) => guest
+                        .call_message_len(s, chat.as_deref(), &text)
+                        .await
+                        .map(Answer::Number),
+                    Query::SupportsOp(chat, op) => guest
+                        .call_supports_op(s, chat.as_deref(), &op)
+                        .await
+                        .map(Answer::Flag),
+                    Query::FrontsPlatform(platform) => guest
+                        .call_fronts_platform(s, &platform)
+                        .await
+                        .map(Answer::Flag),
+                    Query::Stats => guest.call_stats(s).await.map(|t| Answer::Text(Some(t))),
+                    Query::Health => {
+                        let state = guest.call_current_state(&mut *s).await?;
+                        guest
+                            .call_stats(s)
+                            .await
+                            .map(|t| Answer::Guest(state.into(), t))
+                    }
+                    Query::HoldRoute { chat_id, hold } => guest
+                        .call_hold_route(s, &chat_id, hold)
+                        .await
+                        .map(|()| Answer::Unit),
+                    Query::PrimeRoute {
+                        chat_id,
+                        platform,
+                        scope_id,
+                        user_id,
+                        profile,
+                    } => guest
+                        .call_prime_route(
+                            s,
+                            &chat_id,
+                            &platform,
+                            scope_id.as_deref(),
+                            user_id.as_deref(),
+                            profile.as_deref(),
+                        )
+                        .await
+                        .map(|()| Answer::Unit),
+                }
+            }
         }
-        Feed::Text(conn, text) => guest.call_on_text(s, conn, text.as_str()).await,
-        Feed::Binary(conn, data) => guest.call_on_binary(s, conn, &data).await,
-        Feed::Closed(conn, code, reason) => guest.call_on_closed(s, conn, code, &reason).await,
-        Feed::Deadline => guest.call_on_deadline(s).await,
-        Feed::Deliveries(answers) => match answers.as_slice() {
-            [(delivery, true)] => guest.call_accept_delivery(s, *delivery).await,
-            [(delivery, false)] => guest.call_reject_delivery(s, *delivery).await,
-            _ => guest.call_answer_deliveries(s, &answers).await,
-        },
-        Feed::Request(id, request) => request_component(guest, s, id, request).await,
-    }
+    };
 }
 
-async fn request_component(
-    guest: &guest::Guest,
-    s: &mut Store<HostState>,
-    id: u64,
-    request: Request,
-) -> wasmtime::Result<()> {
-    match request {
-        Request::Send {
-            chat_id,
-            content,
-            reply_to,
-            metadata,
-            platform,
-        } => {
-            guest
-                .call_send(
-                    s,
-                    id,
-                    &chat_id,
-                    &content,
-                    reply_to.as_deref(),
-                    &metadata,
-                    platform.as_deref(),
-                )
-                .await
-        }
-        Request::Edit {
-            chat_id,
-            message_id,
-            content,
-            metadata,
-        } => {
-            guest
-                .call_edit(s, id, &chat_id, &message_id, &content, &metadata)
-                .await
-        }
-        Request::Typing {
-            chat_id,
-            metadata,
-            content,
-        } => {
-            guest
-                .call_typing(s, id, &chat_id, &metadata, content.as_deref())
-                .await
-        }
-        Request::FollowUp {
-            session_key,
-            kind,
-            content,
-            metadata,
-        } => {
-            guest
-                .call_follow_up(s, id, &session_key, &kind, &content, &metadata)
-                .await
-        }
-        Request::GetChatInfo { chat_id } => guest.call_get_chat_info(s, id, &chat_id).await,
-        Request::RawAction { action, platform } => {
-            guest
-                .call_raw_action(s, id, &action, platform.as_deref())
-                .await
-        }
-        Request::Interrupt {
-            session_key,
-            reason,
-        } => {
-            guest
-                .call_interrupt(s, id, &session_key, reason.as_deref())
-                .await
-        }
-        Request::Shutdown => guest.call_shutdown(s, id).await,
-        Request::GoDormant => guest.call_go_dormant(s, id).await,
-        Request::HoldRedial => guest.call_hold_redial(s, id).await,
-        Request::ReleaseRedial => guest.call_release_redial(s, id).await,
-    }
-}
-
-async fn query_component(
-    guest: &guest::Guest,
-    s: &mut Store<HostState>,
-    query: Query,
-) -> wasmtime::Result<Answer> {
-    match query {
-        Query::State => guest
-            .call_current_state(s)
-            .await
-            .map(|st| Answer::State(st.into())),
-        Query::Descriptor(platform) => guest
-            .call_descriptor(s, platform.as_deref())
-            .await
-            .map(Answer::Text),
-        Query::MaxMessageLength(chat) => guest
-            .call_max_message_length(s, chat.as_deref())
-            .await
-            .map(Answer::Number),
-        Query::MessageLen(chat, text) => guest
-            .call_message_len(s, chat.as_deref(), &text)
-            .await
-            .map(Answer::Number),
-        Query::SupportsOp(chat, op) => guest
-            .call_supports_op(s, chat.as_deref(), &op)
-            .await
-            .map(Answer::Flag),
-        Query::FrontsPlatform(platform) => guest
-            .call_fronts_platform(s, &platform)
-            .await
-            .map(Answer::Flag),
-        Query::Stats => guest.call_stats(s).await.map(|t| Answer::Text(Some(t))),
-        Query::Health => {
-            let state = guest.call_current_state(&mut *s).await?;
-            guest
-                .call_stats(s)
-                .await
-                .map(|t| Answer::Guest(state.into(), t))
-        }
-        Query::HoldRoute { chat_id, hold } => guest
-            .call_hold_route(s, &chat_id, hold)
-            .await
-            .map(|()| Answer::Unit),
-        Query::PrimeRoute {
-            chat_id,
-            platform,
-            scope_id,
-            user_id,
-            profile,
-        } => guest
-            .call_prime_route(
-                s,
-                &chat_id,
-                &platform,
-                scope_id.as_deref(),
-                user_id.as_deref(),
-                profile.as_deref(),
-            )
-            .await
-            .map(|()| Answer::Unit),
-    }
-}
+component_calls!(v0_1);
+component_calls!(v0_2);

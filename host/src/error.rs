@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use crate::types::HOST_API_VERSION;
-
 /// Errors of the adapter API (commands that do not return a [`SendResult`](crate::SendResult)).
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
@@ -76,12 +74,15 @@ pub enum PluginError {
     /// Instantiation failed (out of memory, start trap, ...).
     #[error("relay component: instantiation failed: {0}")]
     Instantiate(String),
-    /// The component speaks another version of the interface.
+    /// The component's `api-version` is not the version of the `adapter`
+    /// interface it exports.
     #[error(
-        "relay component speaks api-version {found}; this host supports {HOST_API_VERSION} (same major.minor required)"
+        "relay component speaks api-version {found}; it exports the {exported} interface (same major.minor required)"
     )]
     IncompatibleVersion {
         /// What the component reported.
         found: String,
+        /// The version of the `adapter` interface it exports.
+        exported: String,
     },
 }

@@ -1,6 +1,6 @@
 //! wasmtime host for the Hermes relay adapter component.
 //!
-//! The relay protocol logic lives in a WebAssembly component (`wit/relay.wit`,
+//! The relay protocol logic lives in a WebAssembly component (`wit/v0.2/relay.wit`,
 //! world `relay-adapter`); this crate owns everything around it: the engine
 //! and the compiled component ([`Plugin`]), one tokio task per adapter that
 //! owns its instance, the WebSockets and the timer the component asks for,
@@ -84,4 +84,4 @@ pub use handle::AdapterHandle;
 #[cfg(feature = "embedded-component")]
 pub use plugin::EMBEDDED_COMPONENT;
 pub use plugin::{CacheUse, Plugin, PluginOptions};
-pub use types::{ChatInfo, HOST_API_VERSION, Health, SendResult, State};
+pub use types::{ChatInfo, HOST_API_VERSION, Health, SUPPORTED_API_VERSIONS, SendResult, State};

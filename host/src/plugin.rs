@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
 
-use crate::bindings::{RelayAdapter, RelayAdapterPre};
+use crate::bindings::{AdapterPre, Api, Bindings, v0_1, v0_2};
 use crate::error::PluginError;
 use crate::store::HostState;
-use crate::types::HOST_API_VERSION;
+use crate::types::SUPPORTED_API_VERSIONS;
 
 /// Epoch tick: the granularity of the per-call CPU budget and of yielding.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -27,7 +27,7 @@ pub struct Plugin {
 struct Inner {
     engine: Engine,
     /// `None` for [`Plugin::native`].
-    pre: Option<RelayAdapterPre<HostState>>,
+    pre: Option<AdapterPre>,
     cache: CacheUse,
 }
 
@@ -187,14 +187,30 @@ impl Plugin {
         if cache.is_some_and(|c| c.cache_hits() > 0) {
             used = CacheUse::Hit;
         }
+        // The WIT version is read off the component's exports before it is
+        // linked: each version links its own `host` imports and binds its
+        // own exports, so a component built against an older, frozen
+        // version keeps running.
+        let api = Api::of(&component).ok_or_else(|| {
+            PluginError::Invalid(format!(
+                "the component exports no hermes:relay/adapter interface this host binds \
+                 (it binds {})",
+                SUPPORTED_API_VERSIONS.join(", ")
+            ))
+        })?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        RelayAdapter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        api.add_to_linker(&mut linker)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let pre = linker
             .instantiate_pre(&component)
-            .and_then(RelayAdapterPre::new)
+            .and_then(|pre| {
+                Ok(match api {
+                    Api::V0_1 => AdapterPre::V0_1(v0_1::RelayAdapterPre::new(pre)?),
+                    Api::V0_2 => AdapterPre::V0_2(v0_2::RelayAdapterPre::new(pre)?),
+                })
+            })
             .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -243,26 +259,46 @@ impl Plugin {
     pub(crate) async fn instantiate(
         &self,
         store: &mut Store<HostState>,
-    ) -> Result<RelayAdapter, PluginError> {
+    ) -> Result<Bindings, PluginError> {
         let Some(pre) = &self.inner.pre else {
             return Err(PluginError::Instantiate(
                 "the native plugin has no component".to_owned(),
             ));
         };
-        let bindings = pre
-            .instantiate_async(&mut *store)
-            .await
-            .map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
+        let instantiated = match pre {
+            AdapterPre::V0_1(pre) => pre.instantiate_async(&mut *store).await.map(Bindings::V0_1),
+            AdapterPre::V0_2(pre) => pre.instantiate_async(&mut *store).await.map(Bindings::V0_2),
+        };
+        let bindings = instantiated.map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
         crate::store::reset_budget(store);
-        let found = bindings
-            .hermes_relay_adapter()
-            .call_api_version(&mut *store)
-            .await
-            .map_err(|e| PluginError::Instantiate(format!("api-version trapped: {e:#}")))?;
-        if !compatible(&found, HOST_API_VERSION) {
-            return Err(PluginError::IncompatibleVersion { found });
+        let (found, api) = match &bindings {
+            Bindings::V0_1(b) => (
+                b.hermes_relay_adapter().call_api_version(&mut *store).await,
+                Api::V0_1,
+            ),
+            Bindings::V0_2(b) => (
+                b.hermes_relay_adapter().call_api_version(&mut *store).await,
+                Api::V0_2,
+            ),
+        };
+        let found =
+            found.map_err(|e| PluginError::Instantiate(format!("api-version trapped: {e:#}")))?;
+        if !compatible(&found, api.major_minor()) {
+            return Err(PluginError::IncompatibleVersion {
+                found,
+                exported: format!("{}.x", api.major_minor()),
+            });
         }
         Ok(bindings)
+    }
+
+    /// The WIT version the component was linked as (`"0.1"`, `"0.2"`);
+    /// `None` for [`Plugin::native`].
+    pub fn api(&self) -> Option<&'static str> {
+        self.inner.pre.as_ref().map(|pre| match pre {
+            AdapterPre::V0_1(_) => Api::V0_1.major_minor(),
+            AdapterPre::V0_2(_) => Api::V0_2.major_minor(),
+        })
     }
 }
 

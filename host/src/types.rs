@@ -4,9 +4,14 @@
 
 use serde_json::{Value, json};
 
-/// The WIT interface version this host speaks; a component must report the
-/// same major and minor version from `api-version`.
-pub const HOST_API_VERSION: &str = "0.1.0";
+/// The newest WIT interface version this host speaks: the one the built-in
+/// component is built against (`wit/v0.2`, a draft until released).
+pub const HOST_API_VERSION: &str = "0.2.0";
+
+/// Every WIT interface version this host binds, oldest first (one folder
+/// under `wit/` each). A component exports one of them, and its
+/// `api-version` must report the same major and minor.
+pub const SUPPORTED_API_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
 
 /// A health snapshot of one adapter ([`AdapterHandle::health`](crate::AdapterHandle::health)); answered by
 /// the host even while the component is restarting or down.

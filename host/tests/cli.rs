@@ -1747,7 +1747,7 @@ async fn component_out_writes_the_built_in_bytes_and_inspect_reads_them() {
     );
     assert_eq!(p.wait_exit(START).await, 0, "{}", p.context());
     let v: Value = serde_json::from_str(&p.stdout_lines()[0]).unwrap();
-    assert_eq!(v["package"], "hermes:relay@0.1.0");
+    assert_eq!(v["package"], "hermes:relay@0.2.0");
     assert_eq!(v["size_bytes"], written.len());
 
     // A directory that does not exist: exit 1, a clear line, nothing written.
@@ -1817,28 +1817,54 @@ async fn inspect_json_has_the_documented_schema() {
             "world",
             "exports",
             "imports",
+            "functions",
+            "host_supported",
             "size_bytes"
         ])
     );
-    assert_eq!(v["api_version"], "0.1.0");
-    assert_eq!(v["package"], "hermes:relay@0.1.0");
+    assert_eq!(v["api_version"], "0.2.0");
+    assert_eq!(v["package"], "hermes:relay@0.2.0");
     assert_eq!(v["world"], "relay-adapter");
-    assert_eq!(v["exports"], json!(["hermes:relay/adapter@0.1.0"]));
+    assert_eq!(v["exports"], json!(["hermes:relay/adapter@0.2.0"]));
+    assert_eq!(v["host_supported"], true);
+    let functions = v["functions"].as_array().unwrap();
+    assert!(functions.contains(&json!("send")) && functions.contains(&json!("api-version")));
     let imports: Vec<&str> = v["imports"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert!(imports.contains(&"hermes:relay/host@0.1.0"), "{imports:?}");
+    assert!(imports.contains(&"hermes:relay/host@0.2.0"), "{imports:?}");
     assert!(v["size_bytes"].as_u64().unwrap() > 1000);
 
     let mut p = Proc::start(relay_host(&["inspect"]), "inspect");
     assert_eq!(p.wait_exit(START).await, 0, "{}", p.context());
     let text = p.stdout_lines().join("\n");
     assert!(
-        text.contains("api-version  0.1.0") && text.contains("world        relay-adapter"),
+        text.contains("api-version  0.2.0 (this host binds it)")
+            && text.contains("world        relay-adapter"),
         "{text}"
+    );
+
+    // The committed 0.1.0 release build: an older version this host binds.
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/relay-adapter-0.1.0.wasm"
+    );
+    let mut p = Proc::start(
+        relay_host(&["inspect", "--json", "--component", fixture]),
+        "inspect 0.1.0",
+    );
+    assert_eq!(p.wait_exit(START).await, 0, "{}", p.context());
+    let v: Value = serde_json::from_str(&p.stdout_lines()[0]).unwrap();
+    assert_eq!(
+        (&v["api_version"], &v["exports"], &v["host_supported"]),
+        (
+            &json!("0.1.0"),
+            &json!(["hermes:relay/adapter@0.1.0"]),
+            &json!(true)
+        )
     );
 }
 

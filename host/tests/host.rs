@@ -867,6 +867,62 @@ async fn a_compilation_cache_is_filled_then_hit_and_its_plugin_runs() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+// ------------------------------------------- WIT versions: the 0.1.0 fixture
+
+/// The relay component as released against the frozen WIT 0.1.0
+/// (`tests/fixtures/README.md`).
+const FIXTURE_0_1_0: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/relay-adapter-0.1.0.wasm"
+);
+
+#[test]
+fn the_0_1_0_fixture_is_the_recorded_release_build() {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(FIXTURE_0_1_0).expect("the fixture is committed");
+    let recorded = std::fs::read_to_string(format!("{FIXTURE_0_1_0}.sha256")).unwrap();
+    let digest: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(recorded.split_whitespace().next(), Some(digest.as_str()));
+}
+
+/// A component built against the frozen 0.1.0 WIT runs on this host through
+/// its own binding module: handshake, a buffered message accepted and acked,
+/// a send with its route re-attached, queries, and shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_1_0_component_runs_through_its_own_binding() {
+    let old = Plugin::from_file(FIXTURE_0_1_0).expect("the 0.1.0 component loads");
+    assert_eq!(old.api(), Some("0.1"));
+    assert_eq!(plugin().api(), Some("0.2"), "the built-in component");
+    let stub = stub().await;
+    let (handle, mut events) = spawn_on(&old, config(&stub)).await;
+    handshake(&stub, &mut events, 1).await;
+
+    stub.send_inbound(events::discord_text("from a 0.1 plugin"), Some("buf-01"))
+        .await
+        .unwrap();
+    let event = message(&mut events).await;
+    assert_eq!(event.text, "from a 0.1 plugin");
+    assert_eq!(event.scope_id.as_deref(), Some("guildA"));
+    event.accept();
+    stub.wait_for_ack("buf-01", WAIT).await.unwrap();
+
+    let result = send(&handle, "chan1", "answered by 0.1").await;
+    assert!(result.success, "{result:?}");
+    let outbound = stub.wait_for_frame_type("outbound", WAIT).await.unwrap();
+    let action = &outbound.json.unwrap()["action"];
+    assert_eq!(action["content"], "answered by 0.1");
+    assert_eq!(action["metadata"]["scope_id"], "guildA", "{action}");
+
+    assert_eq!(handle.state().await.unwrap(), State::Ready);
+    assert!(handle.supports_op(Some("chan1"), "send").await.unwrap());
+    let stats = handle.stats().await.unwrap();
+    assert_eq!(stats["acks"], 1, "{stats}");
+    handle.shutdown().await.expect("shutdown");
+}
+
 // ------------------------------------------- test guest: sandbox
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

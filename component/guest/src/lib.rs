@@ -1,10 +1,10 @@
 //! The relay adapter as a `wasm32-wasip2` component: wit-bindgen bindings for
-//! `wit/relay.wit` and the `adapter` export impl. Each export turns its
+//! `wit/v0.2/relay.wit` and the `adapter` export impl. Each export turns its
 //! arguments into one machine input (or a query) and hands it to [`glue`],
 //! which feeds the `relay-core` machine and drains its outputs into the
 //! imports through the shared driver.
 
-wit_bindgen::generate!({ world: "relay-adapter", path: "../../wit" });
+wit_bindgen::generate!({ world: "hermes:relay/relay-adapter@0.2.0", path: "../../wit/v0.2" });
 
 mod glue;
 
@@ -14,7 +14,7 @@ use hermes::relay::types::{Config, State};
 use relay_core::machine::{Command, Input};
 
 /// The interface version this component implements (`api-version`).
-const API_VERSION: &str = "0.1.0";
+const API_VERSION: &str = "0.2.0";
 
 struct Component;
 

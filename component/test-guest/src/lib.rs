@@ -1,6 +1,6 @@
 //! TEST ONLY: a deliberately misbehaving relay-adapter component for the
 //! host's sandbox tests (`host/tests/host.rs`). Same WIT world as the real
-//! adapter (`wit/relay.wit`, `relay-adapter`), so the host loads it like the
+//! adapter (`wit/v0.2/relay.wit`, `relay-adapter`), so the host loads it like the
 //! real one (`Plugin::from_bytes(include_bytes!(env!("RELAY_TEST_GUEST_WASM")))`).
 //! Never shipped: nothing outside the host's tests embeds it.
 //!
@@ -8,7 +8,7 @@
 //! to handshake with the stub connector, deliver, send and shut down) plus
 //! test hooks driven by connector frames whose `type` starts with `__test_`.
 
-wit_bindgen::generate!({ world: "relay-adapter", path: "../../wit" });
+wit_bindgen::generate!({ world: "hermes:relay/relay-adapter@0.2.0", path: "../../wit/v0.2" });
 
 mod misbehave;
 
@@ -16,7 +16,7 @@ use exports::hermes::relay::adapter::Guest;
 use hermes::relay::types::{Config, State};
 use misbehave as machine;
 /// The interface version this component implements (`api-version`).
-const API_VERSION: &str = "0.1.0";
+const API_VERSION: &str = "0.2.0";
 
 struct Component;
 

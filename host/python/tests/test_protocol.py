@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -331,3 +332,28 @@ async def test_go_dormant_then_buffered_replay_is_acked(plugin: Plugin, stub: St
         await stub.finish()
     finally:
         await adapter.disconnect()
+
+
+async def test_a_0_1_0_component_runs_through_its_own_interface_names(
+    plugin: Plugin, stub: Stub
+) -> None:
+    # The committed release build against the frozen WIT 0.1.0
+    # (host/tests/fixtures/README.md): bound under the 0.1.0 names, it
+    # handshakes and echoes like the built-in 0.2.0 component.
+    fixture = Path(__file__).parents[2] / "tests" / "fixtures" / "relay-adapter-0.1.0.wasm"
+    old = Plugin.from_file(fixture)
+    try:
+        assert (old.api_version, plugin.api_version) == ("0.1.0", "0.2.0")
+        adapter, rec = await ready_adapter(old, stub)
+        try:
+            await stub.do({"do": "push_inbound", "event": guild_event("from 0.1", "m-01")})
+            message = await rec.message()
+            message.accept()
+            result = await asyncio.wait_for(adapter.send(message.chat_id, "echo"), WAIT)
+            assert result.success, result
+            action = (await stub.frame("outbound"))["json"]["action"]
+            assert (action["content"], action["metadata"]["scope_id"]) == ("echo", "guildA")
+        finally:
+            await adapter.disconnect()
+    finally:
+        old.close()

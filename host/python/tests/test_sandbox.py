@@ -67,8 +67,9 @@ def test_not_a_component_is_refused(tmp_path: Path) -> None:
 
 def test_api_version_compatibility_rule() -> None:
     assert compatible(HOST_API_VERSION)
-    assert compatible("0.1.9")
-    assert not compatible("0.2.0")
+    assert compatible("0.2.9")
+    assert not compatible("0.1.0")
+    assert compatible("0.1.9", "0.1.0")
     assert not compatible("1.1.0")
     assert not compatible("garbage")
 

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use wasmtime::Store;
 
 use crate::admission::Admission;
-use crate::bindings::{self, wit};
+
 use crate::config::AdapterConfig;
 use crate::engine::{Feed, Runner};
 use crate::error::AdapterError;
@@ -85,7 +85,6 @@ async fn spawn(
     let io_tx = IoSink::new(io_tx, max_message_bytes);
     let mut actor = Actor {
         plugin: plugin.clone(),
-        wit_config: bindings::wit_config(&config),
         dial_policy: DialPolicy::for_connector(&config.connector_url),
         sockets: SocketSettings {
             tls,
@@ -144,7 +143,6 @@ struct Live {
 struct Actor {
     plugin: Plugin,
     config: AdapterConfig,
-    wit_config: wit::Config,
     dial_policy: DialPolicy,
     sockets: SocketSettings,
     label: Arc<str>,

@@ -31,12 +31,11 @@ impl Actor {
             label: self.label.clone(),
         };
         let mut store = store::new_store(self.plugin.engine(), &self.config, parts);
-        let (runner, started) =
-            match engine::start(&self.plugin, &mut store, &self.wit_config).await? {
-                Started::Running(runner) => (runner, Ok(())),
-                Started::Refused(reason) => return Err(AdapterError::Start(reason)),
-                Started::Trapped(runner, trap) => (runner, Err(trap)),
-            };
+        let (runner, started) = match engine::start(&self.plugin, &mut store, &self.config).await? {
+            Started::Running(runner) => (runner, Ok(())),
+            Started::Refused(reason) => return Err(AdapterError::Start(reason)),
+            Started::Trapped(runner, trap) => (runner, Err(trap)),
+        };
         self.live = Some(Live {
             store,
             runner,

@@ -241,17 +241,18 @@ cannot bind exits 1.";
 
 const INSPECT_AFTER_HELP: &str = "\
 --json prints one object with exactly these keys:
-  {\"api_version\":\"0.1.0\",\"package\":\"hermes:relay@0.1.0\",\"world\":\"relay-adapter\",
-   \"exports\":[\"hermes:relay/adapter@0.1.0\"],\"imports\":[\"hermes:relay/host@0.1.0\",\"wasi:...\"],
-   \"size_bytes\":N}
+  {\"api_version\":\"0.2.0\",\"package\":\"hermes:relay@0.2.0\",\"world\":\"relay-adapter\",
+   \"exports\":[\"hermes:relay/adapter@0.2.0\"],\"imports\":[\"hermes:relay/host@0.2.0\",\"wasi:...\"],
+   \"functions\":[\"api-version\",\"start\",...],\"host_supported\":true,\"size_bytes\":N}
+host_supported: whether this relay-host binds the component's WIT version (0.1 and 0.2).
 Exit codes: 0 ok, 1 the component cannot be read, compiled or called, 2 usage error.";
 
 const COMPONENT_AFTER_HELP: &str = "\
 Writes the component this binary runs (the same bytes, not a rebuild) to FILE,
 atomically (a temporary file beside it, then a rename), and prints one JSON line:
-  {\"path\":\"...\",\"size_bytes\":N,\"sha256\":\"...\",\"api_version\":\"0.1.0\"}
+  {\"path\":\"...\",\"size_bytes\":N,\"sha256\":\"...\",\"api_version\":\"0.2.0\"}
 Describe it (or any other component file) with `relay-host inspect --component FILE`;
-bind it from another host with the WIT in wit/ (docs/wit.md).
+bind it from another host with the WIT in wit/v0.2/ (docs/wit.md).
 Exit codes: 0 written, 1 cannot write, 2 usage error.";
 
 const DEMO_AFTER_HELP: &str = "\

@@ -19,7 +19,7 @@ const BUILTIN: &[u8] = relay_host::EMBEDDED_COMPONENT;
 
 /// The interface the host drives.
 const ADAPTER_INTERFACE: &str = "hermes:relay/adapter";
-/// The world the host links against (`wit/relay.wit`).
+/// The world the host links against (`wit/v*/relay.wit`).
 const WORLD: &str = "relay-adapter";
 
 /// What `inspect` reports.
@@ -43,8 +43,25 @@ impl Report {
             "world": WORLD,
             "exports": self.exports,
             "imports": self.imports,
+            "functions": self.functions,
+            "host_supported": self.host_supported(),
             "size_bytes": self.size_bytes,
         })
+    }
+
+    /// Whether this host binds the component's version (same major.minor as
+    /// one of `SUPPORTED_API_VERSIONS`).
+    fn host_supported(&self) -> bool {
+        let major_minor = |v: &str| {
+            let mut parts = v.trim().split('.');
+            (
+                parts.next().map(str::to_owned),
+                parts.next().map(str::to_owned),
+            )
+        };
+        relay_host::SUPPORTED_API_VERSIONS
+            .iter()
+            .any(|v| major_minor(v) == major_minor(&self.api_version))
     }
 }
 
@@ -72,14 +89,25 @@ pub fn inspect(args: &InspectArgs) -> Exit {
     } else {
         println!("component    {}", report.source);
         println!("size         {} bytes", report.size_bytes);
-        println!("api-version  {}", report.api_version);
+        println!(
+            "api-version  {} ({})",
+            report.api_version,
+            if report.host_supported() {
+                "this host binds it"
+            } else {
+                "this host does not bind it"
+            }
+        );
         println!("package      {}", report.package);
         println!("world        {WORLD}");
         println!("exports");
         for name in &report.exports {
             println!("  {name}");
         }
-        println!("  functions: {}", report.functions.join(", "));
+        println!(
+            "  functions (the lanes it offers): {}",
+            report.functions.join(", ")
+        );
         println!("imports");
         for name in &report.imports {
             println!("  {name}");

@@ -1,5 +1,5 @@
 //! What crosses the machine's boundary: inputs, commands, outputs. These
-//! mirror the WIT world (`wit/relay.wit`) one to one, so the component's
+//! mirror the WIT world (`wit/v0.2/relay.wit`) one to one, so the component's
 //! glue only converts types.
 
 use crate::event::MessageEvent;

@@ -1,6 +1,6 @@
 """Python host for the Hermes relay adapter WebAssembly component.
 
-The component (WIT world ``hermes:relay/relay-adapter@0.1.0``) holds the
+The component (WIT world ``hermes:relay/relay-adapter``, 0.2.0 or 0.1.0) holds the
 protocol logic; this package supplies its imports on wasmtime-py (WebSocket
 dials with ``websockets``, one asyncio timer, events to the gateway) under a
 sandbox (memory cap, per-call CPU budget, no preopens, no environment) and
@@ -21,12 +21,13 @@ from .errors import (
     StartRefused,
 )
 from .message import RelayMessage
-from .plugin import HOST_API_VERSION, Plugin
+from .plugin import HOST_API_VERSION, SUPPORTED_API_VERSIONS, Plugin
 from .types import ChatInfo, FatalError, Health, SendResult, State
 
 __all__ = [
     "DEFAULT_MEMORY_BYTES",
     "HOST_API_VERSION",
+    "SUPPORTED_API_VERSIONS",
     "AdapterConfig",
     "AdapterDown",
     "AdapterRestarting",

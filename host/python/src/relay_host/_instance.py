@@ -21,8 +21,9 @@ from .plugin import Plugin
 log = logging.getLogger("relay_host")
 guest_log = logging.getLogger("relay_host.guest")
 
-HOST_INTERFACE = "hermes:relay/host@0.1.0"
-ADAPTER_INTERFACE = "hermes:relay/adapter@0.1.0"
+# The interface names, of the WIT version a plugin exports.
+HOST_INTERFACE = "hermes:relay/host@{}"
+ADAPTER_INTERFACE = "hermes:relay/adapter@{}"
 
 #: Longest guest stdio line forwarded to logging; the rest is cut.
 GUEST_LINE_MAX_BYTES = 8 * 1024
@@ -166,15 +167,17 @@ class GuestInstance:
             tables=limits.max_tables,
             memories=limits.max_memories,
         )
+        self._api_version = plugin.api_version
         self._linker = Linker(plugin.engine)
         self._linker.add_wasip2()
         self._define_imports()
         self.store.set_epoch_deadline(self._ticks)
         self.instance = self._linker.instantiate(self.store, plugin.component)
         self._component = plugin.component
-        self._adapter_index = plugin.component.get_export_index(ADAPTER_INTERFACE)
+        self._adapter = ADAPTER_INTERFACE.format(plugin.api_version)
+        self._adapter_index = plugin.component.get_export_index(self._adapter)
         if self._adapter_index is None:
-            raise LookupError(f"the component does not export {ADAPTER_INTERFACE}")
+            raise LookupError(f"the component does not export {self._adapter}")
         self._funcs: dict[str, Func] = {}
 
     # -- imports --------------------------------------------------------
@@ -200,7 +203,10 @@ class GuestInstance:
 
             return run
 
-        with self._linker.root() as root, root.add_instance(HOST_INTERFACE) as host:
+        with (
+            self._linker.root() as root,
+            root.add_instance(HOST_INTERFACE.format(self._api_version)) as host,
+        ):
             host.add_func("dial", guarded("dial", imports.dial))
             host.add_func(
                 "send-text", guarded("send-text", imports.send_text, "host import failed")
@@ -228,7 +234,7 @@ class GuestInstance:
             index = self._component.get_export_index(name, self._adapter_index)
             found = None if index is None else self.instance.get_func(self.store, index)
             if found is None:
-                raise LookupError(f"the component does not export {ADAPTER_INTERFACE}#{name}")
+                raise LookupError(f"the component does not export {self._adapter}#{name}")
             func = self._funcs[name] = found
         return func
 

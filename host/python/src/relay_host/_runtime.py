@@ -38,7 +38,7 @@ from .errors import (
     PluginError,
     StartRefused,
 )
-from .plugin import HOST_API_VERSION, Plugin, compatible
+from .plugin import Plugin, compatible
 from .types import State
 
 log = logging.getLogger("relay_host")
@@ -124,8 +124,8 @@ class Runtime:
             found = inst.call("api-version")
         except Exception as e:
             raise PluginError(f"api-version trapped: {self.redact(str(e))}") from None
-        if not compatible(found, HOST_API_VERSION):
-            raise IncompatibleVersion(found, HOST_API_VERSION)
+        if not compatible(found, self.plugin.api_version):
+            raise IncompatibleVersion(found, self.plugin.api_version)
         self.instance = inst
         self._started_at = time.monotonic()
         self._in_call = True

@@ -15,8 +15,14 @@ from wasmtime.component import Component
 
 from .errors import PluginError
 
-#: The WIT interface version this host speaks (``hermes:relay@0.1.0``).
-HOST_API_VERSION = "0.1.0"
+#: The newest WIT interface version this host speaks (``hermes:relay@0.2.0``,
+#: the draft the built-in component is built against).
+HOST_API_VERSION = "0.2.0"
+
+#: Every WIT version this host binds, newest first. The records and
+#: functions of all of them have the same shape so far, so one set of
+#: imports and calls serves each; only the interface names differ.
+SUPPORTED_API_VERSIONS = ("0.2.0", "0.1.0")
 
 #: Default epoch tick. Coarser than the Rust host's 1 ms: a Python thread
 #: waking every millisecond competes with the event loop for the GIL.
@@ -62,6 +68,21 @@ class Plugin:
             self.component = Component(self.engine, wasm)
         except WasmtimeError as e:
             raise PluginError(f"not a loadable relay component: {e}") from None
+        # The version is read off the exports (wasmtime matches "@0.2.0" to
+        # any 0.2.x), before anything is instantiated.
+        found = [
+            version
+            for version in SUPPORTED_API_VERSIONS
+            if self.component.get_export_index(f"hermes:relay/adapter@{version}") is not None
+        ]
+        if not found:
+            raise PluginError(
+                "the component exports no hermes:relay/adapter interface this host binds "
+                f"({', '.join(SUPPORTED_API_VERSIONS)})"
+            )
+        #: The WIT version the component exports (its imports and exports
+        #: are bound under this version's interface names).
+        self.api_version: str = found[0]
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=_ticker,

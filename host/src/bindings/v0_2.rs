@@ -1,0 +1,19 @@
+//! wasmtime bindings for `wit/v0.2` (`hermes:relay@0.2.0`, the draft the
+//! built-in component speaks; world `relay-adapter`). Exports are `async`
+//! (they run on a fiber so the epoch callback can yield to tokio); imports
+//! stay plain `fn(&mut self, ..)` methods. Also the host-to-WIT conversion
+//! of the adapter configuration.
+
+wasmtime::component::bindgen!({
+    world: "hermes:relay/relay-adapter@0.2.0",
+    path: "../wit/v0.2",
+    exports: { default: async },
+});
+
+pub(crate) use exports::hermes::relay::adapter as guest;
+pub(crate) use hermes::relay::types as wit;
+
+/// The adapter interface this module binds (the export the host probes for).
+pub(crate) const ADAPTER_EXPORT: &str = "hermes:relay/adapter@0.2.0";
+
+wit_config!(v0_2);
