@@ -923,6 +923,48 @@ async fn a_0_1_0_component_runs_through_its_own_binding() {
     handle.shutdown().await.expect("shutdown");
 }
 
+/// A burst of sends made back to back, on a 0.2 and on a 0.1 component:
+/// every send goes out once, in the order it was made, and resolves once
+/// with its own result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_sends_goes_out_in_order_on_both_versions() {
+    let old = Plugin::from_file(FIXTURE_0_1_0).expect("the 0.1.0 component loads");
+    for plugin in [plugin(), &old] {
+        let stub = stub().await;
+        let (handle, mut events) = spawn_on(plugin, config(&stub)).await;
+        handshake(&stub, &mut events, 1).await;
+        let texts: Vec<String> = (0..64).map(|i| format!("burst {i}")).collect();
+        let sends: Vec<_> = texts
+            .iter()
+            .map(|text| handle.send("chan1", text, None, Map::new(), None))
+            .collect();
+        let results = tokio::time::timeout(WAIT, futures_util::future::join_all(sends))
+            .await
+            .expect("every send resolves");
+        for result in &results {
+            assert!(result.success, "{result:?}");
+        }
+        let ids: std::collections::HashSet<_> =
+            results.iter().map(|r| r.message_id.clone()).collect();
+        assert_eq!(ids.len(), 64, "one result each: {ids:?}");
+        let frames = stub
+            .wait_for_frames(64, |f| f.frame_type() == Some("outbound"), WAIT)
+            .await
+            .unwrap();
+        let contents: Vec<String> = frames
+            .iter()
+            .map(|f| {
+                f.json.as_ref().unwrap()["action"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(contents, texts, "api {:?}", plugin.api());
+        handle.shutdown().await.expect("shutdown");
+    }
+}
+
 // ------------------------------------------- test guest: sandbox
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
