@@ -61,6 +61,12 @@ pub fn build(guest: &Guest) {
         .arg(guest_dir.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&guest_target)
+        // The same bytes from any checkout: panic locations name sources
+        // relative to the repository and the registry, not this machine's
+        // paths. (`--config` joins the guest's own target rustflags, which
+        // RUSTFLAGS would replace.)
+        .arg("--config")
+        .arg(remap_paths(&guest_dir))
         .stdout(Stdio::from(std::io::stderr()))
         .stderr(Stdio::piped());
     for var in [
@@ -137,4 +143,28 @@ fn track_dep_file(dep_file: &Path) {
     if !current.is_empty() {
         println!("cargo:rerun-if-changed={current}");
     }
+}
+
+/// A `--config` value remapping the repository root (two levels above the
+/// guest) and cargo's home to fixed names in the guest's debug strings.
+fn remap_paths(guest_dir: &Path) -> String {
+    let repo = guest_dir
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| guest_dir.join("../.."));
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let toml = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut flags = vec![format!(
+        "\"--remap-path-prefix={}=/hermes-relay\"",
+        toml(&repo.display().to_string())
+    )];
+    if let Some(home) = cargo_home {
+        flags.push(format!(
+            "\"--remap-path-prefix={}=/cargo\"",
+            toml(&home.display().to_string())
+        ));
+    }
+    format!("target.wasm32-wasip2.rustflags=[{}]", flags.join(", "))
 }
