@@ -684,6 +684,48 @@ async fn echo_agent_replies_pipelined_with_scope_reattached() {
     assert_eq!(sent_order, [&json!("dm-9"), &json!("chan1")], "pipelined");
 }
 
+/// An operator runs a plugin built against the frozen WIT 0.1.0 with
+/// `--component`: it echoes like the built-in 0.2.0 one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_0_1_0_component_echoes() {
+    let stub = stub(StubConfig::default()).await;
+    let cfg = TempFile::new("fast.toml", FAST.as_bytes());
+    let url = stub.base_url();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/relay-adapter-0.1.0.wasm"
+    );
+    let args = [
+        "run",
+        "--connector",
+        &url,
+        "--agent",
+        "echo",
+        "--config",
+        cfg.path(),
+        "--component",
+        fixture,
+    ];
+    let mut p = Proc::start(relay_host(&args), "run --component 0.1.0");
+    p.wait_line("state ready", |v| is_state(v, "ready"), START)
+        .await;
+    stub.push_inbound(events::discord_text("old plugin"))
+        .await
+        .unwrap();
+    let sent = p
+        .wait_line("the sent line", |v| v["kind"] == "sent", WAIT)
+        .await;
+    assert_eq!(sent["result"]["success"], true, "{sent}");
+    let outbound = stub.wait_for_frame_type("outbound", WAIT).await.unwrap();
+    let action = &outbound.json.unwrap()["action"];
+    assert_eq!(
+        (&action["content"], &action["metadata"]["scope_id"]),
+        (&json!("old plugin"), &json!("guildA"))
+    );
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(WAIT).await, 0, "{}", p.context());
+}
+
 /// Issue 14: a connector drains a backlog of `chats` messages, one per
 /// distinct chat, in messages of 50 frames; the echo agent answers each
 /// exactly once, routed, with nothing refused or lost (it stops taking
