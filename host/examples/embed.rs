@@ -68,6 +68,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 Some(Event::Interrupt { session_key, chat_id }) => {
                     println!("interrupt: stop the turn of {session_key} in {chat_id}");
                 }
+                Some(Event::PromptAnswer(answer)) => {
+                    // Only for prompts this adapter minted and sent (none here).
+                    println!("prompt {} answered with {}", answer.prompt_id, answer.option_id);
+                }
                 Some(Event::State { state, detail }) => eprintln!("state: {state} {detail}"),
                 Some(Event::Fatal { code, message, retryable }) => {
                     eprintln!("fatal: {code}: {message}");

@@ -131,6 +131,29 @@ pub struct AdapterConfig {
     pub max_line_bytes: u32,
     /// Stamp events as authorized upstream (true for a real connector).
     pub authorization_is_upstream: bool,
+    /// The operator's per-platform egress knobs, as the gateway's
+    /// `platforms.relay.extra`: under a platform name (`"slack": {...}`),
+    /// or flat (legacy), `rich_blocks`, `markdown_blocks` (format hints for
+    /// descriptors with `supports_block_formatting`), and for Slack
+    /// `reply_in_thread`, `dm_top_level_threads_as_sessions`,
+    /// `channel_reply_modes`, `unfurl_links`, `unfurl_media`. Booleans or
+    /// the strings `1`/`true`/`yes`/`on` (anything else is false). Empty by
+    /// default: no hints, Slack defaults. Needs a 0.2 component; a 0.1
+    /// component ignores it. See docs/wit.md#lanes-02.
+    pub platform_extra: serde_json::Map<String, serde_json::Value>,
+    /// The nonce of this adapter's prompt ids: 6 lowercase hex digits
+    /// (spec §6.11). `None` (the default): [`Adapter::spawn`](crate::Adapter::spawn)
+    /// draws one and keeps it for every instance of the adapter, so a
+    /// button minted before a restart is still recognised. Set it to keep
+    /// it across processes too.
+    pub prompt_nonce: Option<String>,
+    /// The gateway's Discord slash commands (spec §9.6): a JSON array of
+    /// `{name, description, options?}` with Discord option objects, sent on
+    /// the Discord `hello` as `command_manifest`. Empty (the default): no
+    /// manifest. The component validates it (names `[a-z0-9_-]{1,32}`,
+    /// descriptions cut to 100 UTF-16 units) and skips bad entries with a
+    /// warning; it never fails the handshake. Needs a 0.2 component.
+    pub command_manifest: Vec<serde_json::Value>,
     /// PEM file of extra CA certificates trusted for `wss://` (a connector
     /// behind a private CA), on top of the bundled Mozilla roots; every TLS
     /// client of the host uses them. Read at spawn: a file that cannot be
@@ -142,6 +165,34 @@ pub struct AdapterConfig {
 }
 
 impl AdapterConfig {
+    /// A fresh prompt nonce: 6 hex digits from the process's random
+    /// hasher keys (not a secret: it only tells this adapter's prompt ids
+    /// from other gateways').
+    pub(crate) fn draw_prompt_nonce() -> String {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(0x0070_726f_6d70);
+        format!("{:06x}", hasher.finish() & 0x00ff_ffff)
+    }
+
+    /// `command_manifest` as the WIT `command-manifest` text ("" when empty).
+    pub(crate) fn command_manifest_json(&self) -> String {
+        if self.command_manifest.is_empty() {
+            String::new()
+        } else {
+            serde_json::Value::Array(self.command_manifest.clone()).to_string()
+        }
+    }
+
+    /// `platform_extra` as the WIT `platform-extra` text ("" when empty).
+    pub(crate) fn platform_extra_json(&self) -> String {
+        if self.platform_extra.is_empty() {
+            String::new()
+        } else {
+            serde_json::Value::Object(self.platform_extra.clone()).to_string()
+        }
+    }
+
     /// A configuration with every default, dialing `connector_url`.
     pub fn new(connector_url: impl Into<String>) -> Self {
         Self {
@@ -155,7 +206,8 @@ impl AdapterConfig {
     /// range and why: zero caps, a ladder whose first rung exceeds its cap,
     /// a keepalive that could never see its pong, a memory cap below what
     /// the component needs, durations too long for a timer, a `ca_file`
-    /// that cannot be read or holds no certificate. `Adapter::spawn`
+    /// that cannot be read or holds no certificate, a `prompt_nonce` that is
+    /// not 6 lowercase hex digits. `Adapter::spawn`
     /// refuses an invalid configuration with
     /// [`AdapterError::Config`](crate::AdapterError::Config).
     pub fn validate(&self) -> Result<(), String> {
@@ -252,6 +304,12 @@ impl AdapterConfig {
         ] {
             check(value >= 1, format!("{name} must be at least 1"));
         }
+        check(
+            self.prompt_nonce
+                .as_deref()
+                .is_none_or(relay_core::machine::valid_nonce),
+            "prompt_nonce must be 6 lowercase hex digits".into(),
+        );
         if self.ca_file.is_some()
             && let Err(problem) = crate::tls::client_config(self.ca_file.as_deref())
         {
@@ -307,6 +365,9 @@ impl Default for AdapterConfig {
             route_capacity: bound(core.route_capacity),
             max_line_bytes: bound(core.max_line_bytes),
             authorization_is_upstream: core.authorization_is_upstream,
+            platform_extra: serde_json::Map::new(),
+            prompt_nonce: None,
+            command_manifest: Vec::new(),
             ca_file: None,
             limits: HostLimits::default(),
         }

@@ -5,6 +5,8 @@
 //! [`HostState`], so the native engine measures exactly what the sandbox
 //! costs and nothing else.
 
+use relay_core::machine::{Completion, Lane, ProcessingOutcome, RenameGuard};
+use relay_core::outcome::SendResult;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wasmtime::Store;
 
@@ -134,12 +136,17 @@ impl Runner {
 /// The export calls for the version module `$v` of `crate::bindings`: one
 /// text for every WIT version while their `adapter` interfaces have the same
 /// shape; a version that changes an export gets its own functions and leaves
-/// the older ones on the macro.
+/// the older ones on the macro. `$own` are the version's own items, placed in
+/// the same module: each defines `lane` (the `lane` export is new in 0.2)
+/// and the query exports new in 0.2 (`mint_prompt`,
+/// `supports_draft_streaming`, `prefers_fresh_final`).
 macro_rules! component_calls {
-    ($v:ident) => {
+    ($v:ident { $($own:item)* }) => {
         mod $v {
             use super::*;
             use crate::bindings::$v::guest::Guest;
+
+            $($own)*
 
             pub(super) async fn feed(
                 guest: &Guest,
@@ -229,6 +236,7 @@ macro_rules! component_calls {
                             .call_raw_action(s, id, &action, platform.as_deref())
                             .await
                     }
+                    Request::Lane(command) => lane(guest, s, id, command).await,
                     Request::Interrupt {
                         session_key,
                         reason,
@@ -274,6 +282,15 @@ macro_rules! component_calls {
                         .call_fronts_platform(s, &platform)
                         .await
                         .map(Answer::Flag),
+                    Query::MintPrompt { chat_id, kind } => {
+                        mint_prompt(guest, s, &chat_id, &kind).await
+                    }
+                    Query::SupportsDraftStreaming(chat_id) => {
+                        supports_draft_streaming(guest, s, &chat_id).await
+                    }
+                    Query::PrefersFreshFinal(chat_id, text) => {
+                        prefers_fresh_final(guest, s, &chat_id, &text).await
+                    }
                     Query::Stats => guest.call_stats(s).await.map(|t| Answer::Text(Some(t))),
                     Query::Health => {
                         let state = guest.call_current_state(&mut *s).await?;
@@ -309,5 +326,240 @@ macro_rules! component_calls {
     };
 }
 
-component_calls!(v0_1);
-component_calls!(v0_2);
+/// What a 0.1 component answers for a lane or query it does not have.
+const UNSUPPORTED_0_1: &str = "not supported by this component (api 0.1.0)";
+
+component_calls!(v0_1 {
+    /// 0.1 has no `mint-prompt`: the handle reports it as an error.
+    async fn mint_prompt(
+        _guest: &Guest,
+        _s: &mut Store<HostState>,
+        _chat_id: &str,
+        _kind: &str,
+    ) -> wasmtime::Result<Answer> {
+        Ok(Answer::Unsupported(UNSUPPORTED_0_1))
+    }
+
+    /// 0.1 has no native drafts: false, as a 0.2 component before `start`.
+    async fn supports_draft_streaming(
+        _guest: &Guest,
+        _s: &mut Store<HostState>,
+        _chat_id: &str,
+    ) -> wasmtime::Result<Answer> {
+        Ok(Answer::Flag(false))
+    }
+
+    /// 0.1 has no fresh-final preference: false.
+    async fn prefers_fresh_final(
+        _guest: &Guest,
+        _s: &mut Store<HostState>,
+        _chat_id: &str,
+        _text: &str,
+    ) -> wasmtime::Result<Answer> {
+        Ok(Answer::Flag(false))
+    }
+
+    /// 0.1 has no `lane` export: the request completes here, through the
+    /// same `complete` import the component would call, so the actor
+    /// delivers it like any other completion. The processing reactions are
+    /// best-effort and complete `done` (no reaction is shown); every other
+    /// lane gets a definite failure.
+    async fn lane(
+        _guest: &Guest,
+        s: &mut Store<HostState>,
+        id: u64,
+        command: Lane,
+    ) -> wasmtime::Result<()> {
+        use crate::bindings::v0_1::hermes::relay::host::Host as _;
+        let completion = match command {
+            Lane::ProcessingStart { .. } | Lane::ProcessingComplete { .. } => {
+                tracing::debug!(
+                    adapter = %s.data().label,
+                    request = id,
+                    "processing reaction skipped: {UNSUPPORTED_0_1}"
+                );
+                Completion::Done
+            }
+            _ => Completion::Sent(SendResult::failure(UNSUPPORTED_0_1)),
+        };
+        let completion = relay_core::to_record!(crate::bindings::v0_1::wit, completion, completion);
+        s.data_mut().complete(id, completion);
+        Ok(())
+    }
+});
+
+component_calls!(v0_2 {
+    async fn mint_prompt(
+        guest: &Guest,
+        s: &mut Store<HostState>,
+        chat_id: &str,
+        kind: &str,
+    ) -> wasmtime::Result<Answer> {
+        guest
+            .call_mint_prompt(s, chat_id, kind)
+            .await
+            .map(|id| Answer::Text(Some(id)))
+    }
+
+    async fn supports_draft_streaming(
+        guest: &Guest,
+        s: &mut Store<HostState>,
+        chat_id: &str,
+    ) -> wasmtime::Result<Answer> {
+        guest
+            .call_supports_draft_streaming(s, chat_id)
+            .await
+            .map(Answer::Flag)
+    }
+
+    async fn prefers_fresh_final(
+        guest: &Guest,
+        s: &mut Store<HostState>,
+        chat_id: &str,
+        text: &str,
+    ) -> wasmtime::Result<Answer> {
+        guest
+            .call_prefers_fresh_final(s, chat_id, text)
+            .await
+            .map(Answer::Flag)
+    }
+
+    /// The `lane` export, with the machine's lane as the WIT variant.
+    async fn lane(
+        guest: &Guest,
+        s: &mut Store<HostState>,
+        id: u64,
+        command: Lane,
+    ) -> wasmtime::Result<()> {
+        guest.call_lane(s, id, &lane_command(command)).await
+    }
+
+    /// The WIT `lane-command` of the machine's [`Lane`] (moves the strings).
+    fn lane_command(lane: Lane) -> crate::bindings::v0_2::wit::LaneCommand {
+        use crate::bindings::v0_2::wit;
+        match lane {
+            Lane::Delete {
+                chat_id,
+                message_id,
+                metadata,
+            } => wit::LaneCommand::Delete(wit::DeleteMessage {
+                chat_id,
+                message_id,
+                metadata,
+            }),
+            Lane::StopTyping { chat_id, metadata } => {
+                wit::LaneCommand::StopTyping(wit::StopTyping { chat_id, metadata })
+            }
+            Lane::React {
+                chat_id,
+                message_id,
+                emoji,
+                remove,
+                metadata,
+            } => wit::LaneCommand::React(wit::Reaction {
+                chat_id,
+                message_id,
+                emoji,
+                remove,
+                metadata,
+            }),
+            Lane::ProcessingStart { event } => wit::LaneCommand::ProcessingStart(event),
+            Lane::ProcessingComplete { event, outcome } => {
+                wit::LaneCommand::ProcessingComplete(wit::ProcessingDone {
+                    event,
+                    outcome: match outcome {
+                        ProcessingOutcome::Success => wit::ProcessingOutcome::Success,
+                        ProcessingOutcome::Failure => wit::ProcessingOutcome::Failure,
+                        ProcessingOutcome::Cancelled => wit::ProcessingOutcome::Cancelled,
+                    },
+                })
+            }
+            Lane::ThreadCreate {
+                parent_chat_id,
+                name,
+                metadata,
+            } => wit::LaneCommand::ThreadCreate(wit::ThreadCreate {
+                parent_chat_id,
+                name,
+                metadata,
+            }),
+            Lane::ThreadRename {
+                thread_id,
+                name,
+                guard,
+                parent_chat_id,
+                metadata,
+            } => wit::LaneCommand::ThreadRename(wit::ThreadRename {
+                thread_id,
+                name,
+                guard: match guard {
+                    RenameGuard::None => wit::RenameGuard::None,
+                    RenameGuard::ConnectorCreated => wit::RenameGuard::ConnectorCreated,
+                    RenameGuard::CurrentName(name) => wit::RenameGuard::CurrentName(name),
+                },
+                parent_chat_id,
+                metadata,
+            }),
+            Lane::SendDraft {
+                chat_id,
+                draft_id,
+                content,
+                metadata,
+            } => wit::LaneCommand::SendDraft(wit::Draft {
+                chat_id,
+                draft_id,
+                content,
+                metadata,
+            }),
+            Lane::AbandonOpenDraft { chat_id, content } => {
+                wit::LaneCommand::AbandonOpenDraft(wit::AbandonDraft { chat_id, content })
+            }
+            Lane::Prompt(p) => wit::LaneCommand::Prompt(wit::Prompt {
+                prompt_id: p.prompt_id,
+                chat_id: p.chat_id,
+                question: p.question,
+                prompt_kind: p.prompt_kind,
+                options: p
+                    .options
+                    .into_iter()
+                    .map(|o| wit::PromptOption {
+                        id: o.id,
+                        label: o.label,
+                        style: o.style,
+                    })
+                    .collect(),
+                choices: p.choices,
+                reply_to: p.reply_to,
+                metadata: p.metadata,
+                timeout_s: p.timeout_s,
+            }),
+            Lane::TaskCard {
+                chat_id,
+                reply_to,
+                chunks,
+                metadata,
+            } => wit::LaneCommand::TaskCard(wit::TaskCard {
+                chat_id,
+                reply_to,
+                chunks,
+                metadata,
+            }),
+            Lane::TaskCardStop {
+                chat_id,
+                reply_to,
+                metadata,
+            } => wit::LaneCommand::TaskCardStop(wit::TaskCardStop {
+                chat_id,
+                reply_to,
+                metadata,
+            }),
+            Lane::AutoThreadInfo {
+                chat_id,
+                timeout_ms,
+            } => wit::LaneCommand::AutoThreadInfo(wit::AutoThreadWait {
+                chat_id,
+                timeout_ms,
+            }),
+        }
+    }
+});

@@ -27,6 +27,12 @@ pub enum AdapterError {
     /// The component trapped during the call.
     #[error("relay component trapped: {0}")]
     Trap(String),
+    /// The component has no export for the call: it was built against an
+    /// older WIT version (a 0.1 component:
+    /// `not supported by this component (api 0.1.0)`). Definite: nothing
+    /// changed.
+    #[error("{0}")]
+    Unsupported(String),
     /// The component answered with something unexpected.
     #[error("relay component misbehaved: {0}")]
     Guest(String),

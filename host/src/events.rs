@@ -32,6 +32,10 @@ pub enum Event {
         /// Why, when known (close reason, ...).
         detail: String,
     },
+    /// The answer to a prompt this adapter minted
+    /// ([`AdapterHandle::mint_prompt`](crate::AdapterHandle::mint_prompt)); the answering
+    /// event is consumed by the component, never delivered as a message.
+    PromptAnswer(PromptAnswer),
     /// A fatal condition: from the component (e.g. `relay_disabled`) or from
     /// the host: `guest_trap` and `restart_failed` (retryable: a new instance
     /// follows), `start_failed` and `restart_budget_exhausted` (not
@@ -180,4 +184,27 @@ impl futures_util::Stream for EventStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         self.rx.poll_recv(cx)
     }
+}
+
+/// The answer to a prompt this adapter minted (WIT `prompt-answer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptAnswer {
+    /// The prompt answered.
+    pub prompt_id: String,
+    /// The kind given when it was minted.
+    pub kind: String,
+    /// The option pressed.
+    pub option_id: String,
+    /// The chat the prompt went to.
+    pub chat_id: String,
+    /// Who pressed it.
+    pub user_id: Option<String>,
+    /// The message holding the prompt.
+    pub prompt_message_id: Option<String>,
+    /// Clarify: the choice text of a `c<i>` option.
+    pub choice: Option<String>,
+    /// Clarify: take a typed answer instead (`other`, or no such choice).
+    pub text_capture: bool,
+    /// The answering event as JSON (wire names).
+    pub event_json: String,
 }

@@ -9,7 +9,7 @@
 
 use tokio::sync::mpsc;
 
-use crate::events::{DeliveryAck, Event, MessageEvent};
+use crate::events::{DeliveryAck, Event, MessageEvent, PromptAnswer};
 use crate::messages::Completion;
 use crate::socket::{self, Conn, Outgoing};
 use crate::store::{Action, HostState};
@@ -18,7 +18,7 @@ use crate::types::{ChatInfo, SendResult, State};
 /// The `host` imports and the conversions to public types, for the version
 /// module `$v` of `crate::bindings`.
 macro_rules! host_imports {
-    ($v:ident) => {
+    ($v:ident $({ $($extra:tt)* })?) => {
         mod $v {
             use super::*;
             use crate::bindings::$v::hermes::relay::host::Host;
@@ -165,6 +165,8 @@ macro_rules! host_imports {
                     });
                 }
 
+                $($($extra)*)?
+
                 fn log(&mut self, level: wit::LogLevel, message: String) {
                     if !self.log_budget.take() {
                         return;
@@ -229,4 +231,20 @@ macro_rules! host_imports {
 }
 
 host_imports!(v0_1);
-host_imports!(v0_2);
+// 0.2 added `prompt-answered`.
+host_imports!(v0_2 {
+    fn prompt_answered(&mut self, a: wit::PromptAnswer) {
+        tracing::debug!(adapter = %self.label, prompt = a.prompt_id, option = a.option_id, "prompt answered");
+        let _ = self.events.send(Event::PromptAnswer(PromptAnswer {
+            prompt_id: a.prompt_id,
+            kind: a.kind,
+            option_id: a.option_id,
+            chat_id: a.chat_id,
+            user_id: a.user_id,
+            prompt_message_id: a.prompt_message_id,
+            choice: a.choice,
+            text_capture: a.text_capture,
+            event_json: a.event,
+        }));
+    }
+});

@@ -79,9 +79,12 @@ pub use config::{
     Secret,
 };
 pub use error::{AdapterError, PluginError};
-pub use events::{DeliveryAck, Event, EventStream, MessageEvent};
+pub use events::{DeliveryAck, Event, EventStream, MessageEvent, PromptAnswer};
 pub use handle::AdapterHandle;
 #[cfg(feature = "embedded-component")]
 pub use plugin::EMBEDDED_COMPONENT;
 pub use plugin::{CacheUse, Plugin, PluginOptions};
-pub use types::{ChatInfo, HOST_API_VERSION, Health, SUPPORTED_API_VERSIONS, SendResult, State};
+pub use types::{
+    ChatInfo, HOST_API_VERSION, Health, ProcessingOutcome, PromptOption, PromptRequest,
+    RenameGuard, SUPPORTED_API_VERSIONS, SendResult, State,
+};

@@ -2,7 +2,7 @@
 //! completes through the component's `complete` import, or a synchronous
 //! [`Query`]) and how they are answered ([`Completion`], [`Answer`]).
 
-use relay_core::machine::Command;
+use relay_core::machine::{Command, Lane};
 use tokio::sync::oneshot;
 
 use crate::admission::Slot;
@@ -52,6 +52,8 @@ pub(crate) enum Request {
         action: String,
         platform: Option<String>,
     },
+    /// A typed lane new in WIT 0.2 (delete, reactions, threads, ...).
+    Lane(Lane),
     Interrupt {
         session_key: String,
         reason: Option<String>,
@@ -65,17 +67,38 @@ pub(crate) enum Request {
 impl Request {
     /// Whether the command can create a pending entry in the component, so
     /// it needs an admission slot first. Interrupts, shutdown, dormancy and
-    /// redial holds never wait.
+    /// redial holds never wait; neither do the processing reactions (their
+    /// frames are background entries nobody waits for) nor auto-thread
+    /// info (it waits for another send, it makes none).
     pub(crate) fn needs_slot(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Request::Send { .. }
-                | Request::Edit { .. }
-                | Request::Typing { .. }
-                | Request::FollowUp { .. }
-                | Request::GetChatInfo { .. }
-                | Request::RawAction { .. }
-        )
+            | Request::Edit { .. }
+            | Request::Typing { .. }
+            | Request::FollowUp { .. }
+            | Request::GetChatInfo { .. }
+            | Request::RawAction { .. } => true,
+            Request::Lane(lane) => match lane {
+                Lane::Delete { .. }
+                | Lane::StopTyping { .. }
+                | Lane::React { .. }
+                | Lane::ThreadCreate { .. }
+                | Lane::ThreadRename { .. }
+                | Lane::SendDraft { .. }
+                | Lane::AbandonOpenDraft { .. }
+                | Lane::Prompt(_)
+                | Lane::TaskCard { .. }
+                | Lane::TaskCardStop { .. } => true,
+                Lane::ProcessingStart { .. }
+                | Lane::ProcessingComplete { .. }
+                | Lane::AutoThreadInfo { .. } => false,
+            },
+            Request::Interrupt { .. }
+            | Request::Shutdown
+            | Request::GoDormant
+            | Request::HoldRedial
+            | Request::ReleaseRedial => false,
+        }
     }
 
     /// The chat whose route the request needs (held while it waits).
@@ -90,6 +113,31 @@ impl Request {
                 .get("chat_id")?
                 .as_str()
                 .map(str::to_owned),
+            Request::Lane(lane) => match lane {
+                Lane::Delete { chat_id, .. }
+                | Lane::StopTyping { chat_id, .. }
+                | Lane::React { chat_id, .. }
+                | Lane::SendDraft { chat_id, .. }
+                | Lane::AbandonOpenDraft { chat_id, .. }
+                | Lane::TaskCard { chat_id, .. }
+                | Lane::TaskCardStop { chat_id, .. }
+                | Lane::AutoThreadInfo { chat_id, .. } => Some(chat_id.clone()),
+                Lane::ThreadCreate { parent_chat_id, .. } => Some(parent_chat_id.clone()),
+                Lane::Prompt(prompt) => Some(prompt.chat_id.clone()),
+                // The machine addresses the parent when one is given.
+                Lane::ThreadRename {
+                    thread_id,
+                    parent_chat_id,
+                    ..
+                } => Some(
+                    parent_chat_id
+                        .as_deref()
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or(thread_id)
+                        .to_owned(),
+                ),
+                Lane::ProcessingStart { .. } | Lane::ProcessingComplete { .. } => None,
+            },
             _ => None,
         }
     }
@@ -147,6 +195,7 @@ impl Request {
                 action,
                 platform: platform.as_deref(),
             },
+            Request::Lane(lane) => Command::Lane(lane),
             Request::Interrupt {
                 session_key,
                 reason,
@@ -170,6 +219,21 @@ impl Request {
             Request::FollowUp { .. } => "follow_up",
             Request::GetChatInfo { .. } => "get_chat_info",
             Request::RawAction { .. } => "raw_action",
+            Request::Lane(lane) => match lane {
+                Lane::Delete { .. } => "delete",
+                Lane::StopTyping { .. } => "stop_typing",
+                Lane::React { .. } => "react",
+                Lane::ProcessingStart { .. } => "processing_start",
+                Lane::ProcessingComplete { .. } => "processing_complete",
+                Lane::ThreadCreate { .. } => "thread_create",
+                Lane::ThreadRename { .. } => "thread_rename",
+                Lane::SendDraft { .. } => "send_draft",
+                Lane::AbandonOpenDraft { .. } => "abandon_open_draft",
+                Lane::Prompt(_) => "prompt",
+                Lane::TaskCard { .. } => "task_card",
+                Lane::TaskCardStop { .. } => "task_card_stop",
+                Lane::AutoThreadInfo { .. } => "auto_thread_info",
+            },
             Request::Interrupt { .. } => "interrupt",
             Request::Shutdown => "shutdown",
             Request::GoDormant => "go_dormant",
@@ -188,6 +252,17 @@ pub(crate) enum Query {
     MessageLen(Option<String>, String),
     SupportsOp(Option<String>, String),
     FrontsPlatform(String),
+    /// 0.2: register a prompt for a chat and answer its id (the one query
+    /// besides the route ones that changes state).
+    MintPrompt {
+        chat_id: String,
+        kind: String,
+    },
+    /// 0.2: whether `send-draft` is usable for the chat.
+    SupportsDraftStreaming(String),
+    /// 0.2: whether a streamed reply with this final text should end with
+    /// a fresh send.
+    PrefersFreshFinal(String, String),
     Stats,
     Health,
     /// Hold (or release) one pin of a chat's route.
@@ -212,6 +287,9 @@ pub(crate) enum Answer {
     Number(u32),
     Flag(bool),
     Unit,
+    /// The component has no such export (an older WIT version); the text
+    /// says so.
+    Unsupported(&'static str),
     Health(Health),
     /// The component's half of a health answer (state, stats JSON); the
     /// actor completes it into [`Answer::Health`].

@@ -94,7 +94,13 @@ const GAUGES: &[(&str, &str, f64, &str)] = &[
         "pending",
         "relay_pending",
         1.0,
-        "Outbound requests awaiting a result.",
+        "Callers' outbound requests awaiting a result.",
+    ),
+    (
+        "pending_background",
+        "relay_pending_background",
+        1.0,
+        "Best-effort frames (processing reactions, typing clears) awaiting a result.",
     ),
     (
         "undelivered",
@@ -168,7 +174,7 @@ pub(crate) fn describe() {
         OUTBOUND_LATENCY,
         metrics::Unit::Seconds,
         "Time from an AdapterHandle request (send, edit, typing, follow_up, raw_action, \
-         get_chat_info) to its completion."
+         get_chat_info, and the lanes that send a frame) to its completion."
     );
 }
 

@@ -1,8 +1,9 @@
 //! Plain public types of the API: connection [`State`], [`SendResult`],
-//! [`ChatInfo`], [`Health`], and the interface version. The bottom layer:
-//! no wasmtime, no channels.
+//! [`ChatInfo`], [`Health`], the lane arguments [`ProcessingOutcome`],
+//! [`RenameGuard`] and [`PromptRequest`], and the interface version. The bottom layer: no
+//! wasmtime, no channels.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// The newest WIT interface version this host speaks: the one the built-in
 /// component is built against (`wit/v0.2`, a draft until released).
@@ -128,6 +129,244 @@ impl SendResult {
             thread_id: None,
             auto_thread_name: None,
             raw: raw.to_string(),
+        }
+    }
+
+    /// The thread a successful
+    /// [`create_thread`](crate::AdapterHandle::create_thread) made: the
+    /// result's `thread_id`, else its `message_id` (connectors name the new
+    /// thread with either). `None` when the result is a failure or names
+    /// neither. Meant for `create_thread` results: for a send, `message_id`
+    /// is the message, not a thread.
+    pub fn created_thread_id(&self) -> Option<&str> {
+        if !self.success {
+            return None;
+        }
+        self.thread_id
+            .as_deref()
+            .or(self.message_id.as_deref())
+            .filter(|id| !id.is_empty())
+    }
+}
+
+/// How a turn ended, for
+/// [`processing_complete`](crate::AdapterHandle::processing_complete): which
+/// emoji replaces the "in progress" reaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProcessingOutcome {
+    /// The success emoji (✅; 👍 on Telegram).
+    Success,
+    /// The failure emoji (❌; 👎 on Telegram).
+    Failure,
+    /// No emoji: "in progress" is only removed.
+    Cancelled,
+}
+
+impl ProcessingOutcome {
+    /// The wire name (`success`, `failure`, `cancelled`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessingOutcome::Success => "success",
+            ProcessingOutcome::Failure => "failure",
+            ProcessingOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl From<ProcessingOutcome> for relay_core::machine::ProcessingOutcome {
+    fn from(outcome: ProcessingOutcome) -> Self {
+        match outcome {
+            ProcessingOutcome::Success => Self::Success,
+            ProcessingOutcome::Failure => Self::Failure,
+            ProcessingOutcome::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// When a [`rename_thread`](crate::AdapterHandle::rename_thread) may apply.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RenameGuard {
+    /// Rename unconditionally.
+    None,
+    /// Only a thread the connector created and no human renamed since
+    /// (`only_if_connector_created: true`; the connector keeps that memory,
+    /// so "a human rename wins"). The preferred guard for automatic names.
+    ConnectorCreated,
+    /// Only while the thread's current name is this one
+    /// (`only_if_current_name`).
+    CurrentName(String),
+}
+
+impl From<RenameGuard> for relay_core::machine::RenameGuard {
+    fn from(guard: RenameGuard) -> Self {
+        match guard {
+            RenameGuard::None => Self::None,
+            RenameGuard::ConnectorCreated => Self::ConnectorCreated,
+            RenameGuard::CurrentName(name) => Self::CurrentName(name),
+        }
+    }
+}
+
+/// One button of a [`PromptRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptOption {
+    /// The option id, `[A-Za-z0-9_.-]{1,32}`; the answer names it
+    /// ([`PromptAnswer::option_id`](crate::PromptAnswer::option_id)). For a
+    /// `clarify` prompt, `c<i>` picks `choices[i]` and `other` asks for a
+    /// typed answer.
+    pub id: String,
+    /// The button's text.
+    pub label: String,
+    /// `primary`, `success`, `danger` or `secondary`; `None` for the
+    /// platform's default.
+    pub style: Option<String>,
+}
+
+impl PromptOption {
+    /// A button with the default style.
+    pub fn new(id: impl Into<String>, label: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            label: label.into(),
+            style: None,
+        }
+    }
+
+    /// The same button with `style` (`primary`, `success`, `danger`,
+    /// `secondary`).
+    #[must_use]
+    pub fn with_style(mut self, style: impl Into<String>) -> Self {
+        self.style = Some(style.into());
+        self
+    }
+}
+
+/// A prompt with buttons, for
+/// [`AdapterHandle::prompt`](crate::AdapterHandle::prompt) (the WIT
+/// `prompt` record). `prompt_id` comes from
+/// [`AdapterHandle::mint_prompt`](crate::AdapterHandle::mint_prompt) for the
+/// same chat. Build it with [`PromptRequest::new`] and the `with_*`
+/// methods, or fill the fields.
+///
+/// ```
+/// use relay_host::{PromptOption, PromptRequest};
+/// let request = PromptRequest::new("3fa9c1.0b7e44d2", "chan1", "Deploy to production?")
+///     .with_kind("approval")
+///     .with_option(PromptOption::new("once", "Approve once").with_style("success"))
+///     .with_option(PromptOption::new("deny", "Deny").with_style("danger"))
+///     .with_timeout_s(300);
+/// assert_eq!(request.options.len(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptRequest {
+    /// From [`mint_prompt`](crate::AdapterHandle::mint_prompt) for this
+    /// chat, not expired (a prompt waits one hour).
+    pub prompt_id: String,
+    /// The chat to ask in.
+    pub chat_id: String,
+    /// The question (the frame's `content`).
+    pub question: String,
+    /// The wire's styling hint: `approval`, `clarify` or `choice`; empty
+    /// sends `choice`.
+    pub prompt_kind: String,
+    /// The buttons. Each id must be valid and `hp1:<prompt_id>:<option_id>`
+    /// must fit 64 bytes, else nothing is sent.
+    pub options: Vec<PromptOption>,
+    /// For a `clarify` prompt: the full text of choice `c<i>` at index i,
+    /// returned in the answer's `choice`.
+    pub choices: Vec<String>,
+    /// The message the prompt replies to.
+    pub reply_to: Option<String>,
+    /// Metadata (the route is re-attached, as for a send).
+    pub metadata: Map<String, Value>,
+    /// Advisory timeout for the connector, in seconds.
+    pub timeout_s: Option<u32>,
+}
+
+impl PromptRequest {
+    /// A prompt with no buttons yet, kind `choice`, no reply anchor, empty
+    /// metadata and no timeout.
+    pub fn new(
+        prompt_id: impl Into<String>,
+        chat_id: impl Into<String>,
+        question: impl Into<String>,
+    ) -> Self {
+        Self {
+            prompt_id: prompt_id.into(),
+            chat_id: chat_id.into(),
+            question: question.into(),
+            prompt_kind: String::new(),
+            options: Vec::new(),
+            choices: Vec::new(),
+            reply_to: None,
+            metadata: Map::new(),
+            timeout_s: None,
+        }
+    }
+
+    /// Sets the styling hint (`approval`, `clarify`, `choice`).
+    #[must_use]
+    pub fn with_kind(mut self, kind: impl Into<String>) -> Self {
+        self.prompt_kind = kind.into();
+        self
+    }
+
+    /// Adds one button.
+    #[must_use]
+    pub fn with_option(mut self, option: PromptOption) -> Self {
+        self.options.push(option);
+        self
+    }
+
+    /// Sets the `clarify` choices (`c0`, `c1`, ... in order).
+    #[must_use]
+    pub fn with_choices(mut self, choices: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.choices = choices.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Replies to this message.
+    #[must_use]
+    pub fn with_reply_to(mut self, message_id: impl Into<String>) -> Self {
+        self.reply_to = Some(message_id.into());
+        self
+    }
+
+    /// Sets the metadata object.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Map<String, Value>) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the connector's advisory timeout, in seconds.
+    #[must_use]
+    pub fn with_timeout_s(mut self, seconds: u32) -> Self {
+        self.timeout_s = Some(seconds);
+        self
+    }
+}
+
+impl From<PromptRequest> for relay_core::machine::PromptSend {
+    fn from(p: PromptRequest) -> Self {
+        Self {
+            prompt_id: p.prompt_id,
+            chat_id: p.chat_id,
+            question: p.question,
+            options: p
+                .options
+                .into_iter()
+                .map(|o| relay_core::machine::PromptOption {
+                    id: o.id,
+                    label: o.label,
+                    style: o.style,
+                })
+                .collect(),
+            choices: p.choices,
+            reply_to: p.reply_to,
+            metadata: Value::Object(p.metadata).to_string(),
+            timeout_s: p.timeout_s,
+            prompt_kind: p.prompt_kind,
         }
     }
 }

@@ -474,6 +474,32 @@ fn check_line(line: &str) -> Value {
                 assert!(string_or_null(&r[k]), "{k}: {line}");
             }
         }
+        "prompt_answer" => {
+            assert_eq!(
+                keys(&v),
+                set(&[
+                    "kind",
+                    "prompt_id",
+                    "prompt_kind",
+                    "option_id",
+                    "chat_id",
+                    "user_id",
+                    "prompt_message_id",
+                    "choice",
+                    "text_capture",
+                    "event"
+                ]),
+                "{line}"
+            );
+            for k in ["prompt_id", "prompt_kind", "option_id", "chat_id"] {
+                assert!(v[k].is_string(), "{k}: {line}");
+            }
+            for k in ["user_id", "prompt_message_id", "choice"] {
+                assert!(string_or_null(&v[k]), "{k}: {line}");
+            }
+            assert!(v["text_capture"].is_boolean(), "{line}");
+            assert!(v["event"].is_object(), "{line}");
+        }
         other => panic!("unknown kind {other:?}: {line}"),
     }
     v
@@ -1352,6 +1378,13 @@ async fn usage_and_configuration_errors_exit_2() {
         "range.toml",
         b"max_pending = 0\nping_interval_ms = 60000\nping_timeout_ms = 30000\n",
     );
+    let bad_nonce = TempFile::new("nonce.toml", b"prompt_nonce = \"12345\"\n");
+    let object_manifest = TempFile::new("manifest.json", b"{\"name\": \"ask\"}");
+    let object_manifest_key = TempFile::new(
+        "manifest-key.toml",
+        format!("command_manifest_file = \"{}\"\n", object_manifest.path()).as_bytes(),
+    );
+    let broken_manifest = TempFile::new("broken.json", b"[{\"name\": ");
     let missing = std::env::temp_dir().join("relay-host-cli-no-such-file.toml");
     let missing = missing.to_str().unwrap();
     let cases: Vec<Case> = vec![
@@ -1480,6 +1513,72 @@ async fn usage_and_configuration_errors_exit_2() {
             vec!["config", "check", "--connector", "ftp://x"],
             vec![],
             "unsupported scheme",
+        ),
+        (
+            vec!["run", "--connector", url, "--prompt-nonce", "ABC123"],
+            vec![],
+            "invalid configuration: prompt_nonce must be 6 lowercase hex digits",
+        ),
+        (
+            vec![
+                "config",
+                "check",
+                "--connector",
+                url,
+                "--config",
+                bad_nonce.path(),
+            ],
+            vec![],
+            "prompt_nonce must be 6 lowercase hex digits",
+        ),
+        (
+            vec!["run", "--connector", url, "--platform-extra", "[1]"],
+            vec![],
+            "--platform-extra must be a JSON object",
+        ),
+        (
+            vec!["run", "--connector", url, "--command-manifest", missing],
+            vec![],
+            "--command-manifest /",
+        ),
+        (
+            vec!["run", "--connector", url, "--command-manifest", missing],
+            vec![],
+            "cannot read",
+        ),
+        (
+            vec![
+                "run",
+                "--connector",
+                url,
+                "--config",
+                object_manifest_key.path(),
+            ],
+            vec![],
+            "command_manifest_file",
+        ),
+        (
+            vec![
+                "config",
+                "check",
+                "--connector",
+                url,
+                "--config",
+                object_manifest_key.path(),
+            ],
+            vec![],
+            "not a JSON array of commands",
+        ),
+        (
+            vec![
+                "run",
+                "--connector",
+                url,
+                "--command-manifest",
+                broken_manifest.path(),
+            ],
+            vec![],
+            "not JSON",
         ),
         (
             vec![
@@ -1749,6 +1848,137 @@ async fn config_check_applies_precedence_and_redacts_the_secret() {
     assert_eq!(c["secret_env"], "RELAY_CLI_TEST_KEY");
     assert_eq!(c["identities"], json!([]));
     assert!(!c.to_string().contains(SECRET) && !stderr.contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_shows_the_egress_knobs_and_the_prompt_nonce() {
+    let base = ["--connector", "http://127.0.0.1:9"];
+    // Neither set: an empty object, and no nonce (drawn at spawn).
+    let (c, _) = config_check(&base, &[]).await;
+    assert_eq!(c["platform_extra"], json!({}));
+    assert_eq!(c["prompt_nonce"], Value::Null);
+
+    // From the file: TOML tables become the JSON object.
+    let file = TempFile::new(
+        "knobs.toml",
+        b"prompt_nonce = \"a1b2c3\"\n\
+          [platform_extra]\n\
+          rich_blocks = \"yes\"\n\
+          [platform_extra.slack]\n\
+          rich_blocks = true\n\
+          unfurl_links = false\n\
+          channel_reply_modes = { C1 = \"channel\" }\n",
+    );
+    let with_file = [&base[..], &["--config", file.path()]].concat();
+    let (c, _) = config_check(&with_file, &[]).await;
+    assert_eq!(c["prompt_nonce"], "a1b2c3");
+    assert_eq!(
+        c["platform_extra"],
+        json!({"rich_blocks": "yes",
+               "slack": {"rich_blocks": true, "unfurl_links": false,
+                         "channel_reply_modes": {"C1": "channel"}}})
+    );
+
+    // The flags over the file (the JSON object replaces the table).
+    let flags = [
+        &with_file[..],
+        &[
+            "--prompt-nonce",
+            "0f0f0f",
+            "--platform-extra",
+            r#"{"slack":{"markdown_blocks":true}}"#,
+        ],
+    ]
+    .concat();
+    let (c, _) = config_check(&flags, &[]).await;
+    assert_eq!(c["prompt_nonce"], "0f0f0f");
+    assert_eq!(
+        c["platform_extra"],
+        json!({"slack": {"markdown_blocks": true}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_shows_the_command_manifest_count_not_its_content() {
+    let base = ["--connector", "http://127.0.0.1:9"];
+    let (c, _) = config_check(&base, &[]).await;
+    assert_eq!(c["command_manifest_file"], Value::Null);
+    assert_eq!(c["command_manifest_commands"], 0);
+
+    // From the config key: the file and its count (entries are the
+    // component's to validate, so a bad one still counts here).
+    let two = TempFile::new(
+        "two.json",
+        br#"[{"name": "ask", "description": "Ask the secret-keeping agent"},
+             {"name": "BAD NAME", "description": "x"}]"#,
+    );
+    let one = TempFile::new(
+        "one.json",
+        br#"[{"name": "reset", "description": "Start over"}]"#,
+    );
+    let file = TempFile::new(
+        "manifest.toml",
+        format!("command_manifest_file = \"{}\"\n", two.path()).as_bytes(),
+    );
+    let with_file = [&base[..], &["--config", file.path()]].concat();
+    let (c, _) = config_check(&with_file, &[]).await;
+    assert_eq!(c["command_manifest_file"], two.path());
+    assert_eq!(c["command_manifest_commands"], 2);
+    let shown = c.to_string();
+    assert!(
+        !shown.contains("secret-keeping") && !shown.contains("\"ask\""),
+        "the content is not shown: {shown}"
+    );
+
+    // The flag over the file.
+    let flags = [&with_file[..], &["--command-manifest", one.path()]].concat();
+    let (c, _) = config_check(&flags, &[]).await;
+    assert_eq!(c["command_manifest_file"], one.path());
+    assert_eq!(c["command_manifest_commands"], 1);
+}
+
+/// `--command-manifest FILE` reaches the connector on the Discord hello,
+/// validated by the component (the bad entry dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_manifest_file_reaches_the_discord_hello() {
+    let stub = stub(StubConfig::default()).await;
+    let manifest = TempFile::new(
+        "hello.json",
+        br#"[{"name": "ask", "description": "  Ask the agent  "},
+             {"name": "No Caps", "description": "dropped"},
+             {"name": "reset", "description": "Start over",
+              "options": [{"type": 5, "name": "hard", "description": "Drop the memory too"}]}]"#,
+    );
+    let cfg = TempFile::new("fast.toml", FAST.as_bytes());
+    let url = stub.base_url();
+    let args = [
+        "run",
+        "--connector",
+        &url,
+        "--platform",
+        "discord",
+        "--command-manifest",
+        manifest.path(),
+        "--config",
+        cfg.path(),
+    ];
+    let mut p = Proc::start(relay_host(&args), "run --command-manifest");
+    p.wait_line("state ready", |v| is_state(v, "ready"), START)
+        .await;
+    let hello = stub.wait_for_frame_type("hello", WAIT).await.unwrap();
+    assert_eq!(
+        hello.get("command_manifest"),
+        Some(&json!([
+            {"name": "ask", "description": "Ask the agent"},
+            {"name": "reset", "description": "Start over",
+             "options": [{"type": 5, "name": "hard", "description": "Drop the memory too"}]}
+        ])),
+        "{:?}",
+        hello.json
+    );
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(WAIT).await, 0, "{}", p.context());
+    check_stdout(&p);
 }
 
 // ----- component, inspect, demo, example ---------------------------------------

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use relay_host::{
     Adapter, AdapterConfig, AdapterError, AdapterHandle, CacheUse, Event, EventStream, Identity,
-    Plugin, PluginOptions, Secret, SendResult, State,
+    Plugin, PluginOptions, ProcessingOutcome, PromptOption, PromptRequest, RenameGuard, Secret,
+    SendResult, State,
 };
 use relay_stub::{
     Closer, ConnState, Deliverable, Delivery, Hello, OutboundReply, StubConfig, StubConnector,
@@ -921,6 +922,237 @@ async fn a_0_1_0_component_runs_through_its_own_binding() {
     let stats = handle.stats().await.unwrap();
     assert_eq!(stats["acks"], 1, "{stats}");
     handle.shutdown().await.expect("shutdown");
+}
+
+/// `f`'s result within [`WAIT`].
+async fn resolved<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f).await.expect("resolves")
+}
+
+/// The stub's Discord descriptor listing every op the lanes use.
+fn lane_descriptor() -> StubConfig {
+    let mut d = descriptors::discord();
+    d["supported_ops"] = json!([
+        "send",
+        "edit",
+        "typing",
+        "get_chat_info",
+        "react",
+        "delete",
+        "thread_create",
+        "thread_rename"
+    ]);
+    StubConfig {
+        descriptor: relay_stub::HelloReply::Descriptor(d),
+        ..StubConfig::default()
+    }
+}
+
+/// 0.1 has no `lane` export: every lane resolves at once with the
+/// definite "not supported" failure (the processing reactions resolve done)
+/// and nothing reaches the connector, even though it allows every op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_1_0_component_answers_every_lane_as_not_supported() {
+    const UNSUPPORTED: &str = "not supported by this component (api 0.1.0)";
+    let old = Plugin::from_file(FIXTURE_0_1_0).expect("the 0.1.0 component loads");
+    let stub = stub_with(lane_descriptor()).await;
+    let (handle, mut events) = spawn_on(&old, config(&stub)).await;
+    handshake(&stub, &mut events, 1).await;
+    stub.push_inbound(events::discord_text("turn"))
+        .await
+        .unwrap();
+    let event = message(&mut events).await;
+    let event_json = event.json.clone();
+    event.accept();
+
+    let results = [
+        (
+            "delete",
+            resolved(handle.delete_message("chan1", "m1", Map::new())).await,
+        ),
+        (
+            "react",
+            resolved(handle.react("chan1", "m1", "👀", false, Map::new())).await,
+        ),
+        (
+            "stop_typing",
+            resolved(handle.stop_typing("chan1", Map::new())).await,
+        ),
+        (
+            "create_thread",
+            resolved(handle.create_thread("chan1", "t", Map::new())).await,
+        ),
+        (
+            "rename_thread",
+            resolved(handle.rename_thread("th1", "n", RenameGuard::None, None, Map::new())).await,
+        ),
+        (
+            "auto_thread_info",
+            resolved(handle.auto_thread_info("chan1", WAIT)).await,
+        ),
+        (
+            "send_draft",
+            resolved(handle.send_draft("chan1", 1, "partial", Map::new())).await,
+        ),
+        (
+            "abandon_open_draft",
+            resolved(handle.abandon_open_draft("chan1", "stopped")).await,
+        ),
+        (
+            "prompt",
+            resolved(
+                handle.prompt(
+                    PromptRequest::new("abc123.00000001", "chan1", "ok?")
+                        .with_option(PromptOption::new("yes", "Yes")),
+                ),
+            )
+            .await,
+        ),
+    ];
+    for (op, r) in &results {
+        assert!(!r.success && !r.ambiguous && !r.declined, "{op}: {r:?}");
+        assert_eq!(r.error.as_deref(), Some(UNSUPPORTED), "{op}: {r:?}");
+        assert!(r.raw.contains(UNSUPPORTED), "{op}: {r:?}");
+    }
+    tokio::time::timeout(WAIT, handle.processing_start(event_json.clone()))
+        .await
+        .expect("processing_start resolves")
+        .expect("done");
+    tokio::time::timeout(
+        WAIT,
+        handle.processing_complete(event_json, ProcessingOutcome::Success),
+    )
+    .await
+    .expect("processing_complete resolves")
+    .expect("done");
+
+    // No 0.2 queries: minting is an error naming why, the flags are false.
+    let minted = tokio::time::timeout(WAIT, handle.mint_prompt("chan1", "approval"))
+        .await
+        .expect("mint_prompt resolves");
+    match minted {
+        Err(AdapterError::Unsupported(reason)) => assert_eq!(reason, UNSUPPORTED),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    let error = handle.mint_prompt("chan1", "approval").await.unwrap_err();
+    assert_eq!(error.to_string(), UNSUPPORTED);
+    assert!(
+        !handle
+            .supports_draft_streaming("chan1")
+            .await
+            .expect("query")
+    );
+    assert!(
+        !handle
+            .prefers_fresh_final("chan1", "see https://example.com")
+            .await
+            .expect("query")
+    );
+
+    // The instance is fine, and the only frame it wrote is this send's.
+    assert!(send(&handle, "chan1", "still here").await.success);
+    stub.wait_for_frame_type("outbound", WAIT).await.unwrap();
+    let ops: Vec<Option<String>> = stub
+        .frames_of_type("outbound")
+        .iter()
+        .map(|f| f.op().map(str::to_owned))
+        .collect();
+    assert_eq!(ops, vec![Some("send".to_owned())]);
+    handle.shutdown().await.expect("shutdown");
+}
+
+/// The native engine feeds the lanes the same machine commands the
+/// component's `lane` export builds.
+#[tokio::test]
+async fn the_native_plugin_serves_the_lanes() {
+    let native = Plugin::native().expect("native plugin");
+    let stub = stub_with(lane_descriptor()).await;
+    let (handle, mut events) = spawn_on(&native, config(&stub)).await;
+    handshake(&stub, &mut events, 1).await;
+    let created = tokio::time::timeout(WAIT, handle.create_thread("chan1", " Notes ", Map::new()))
+        .await
+        .expect("create_thread resolves");
+    assert_eq!(created.created_thread_id(), Some("th1"), "{created:?}");
+    let reacted = tokio::time::timeout(WAIT, handle.react("chan1", "m1", "👀", true, Map::new()))
+        .await
+        .expect("react resolves");
+    assert!(reacted.success, "{reacted:?}");
+    let actions: Vec<Value> = stub
+        .frames_of_type("outbound")
+        .into_iter()
+        .map(|f| f.json.unwrap()["action"].clone())
+        .collect();
+    assert_eq!(actions[0]["op"], "thread_create");
+    assert_eq!(actions[0]["thread_name"], "Notes");
+    assert_eq!(actions[1]["op"], "react");
+    assert_eq!(actions[1]["remove"], true);
+    handle.shutdown().await.expect("shutdown");
+}
+
+/// The native engine answers the 0.2 queries from its machine: minting
+/// (with the configured nonce) and the draft flags.
+#[tokio::test]
+async fn the_native_plugin_mints_prompts_and_answers_the_draft_queries() {
+    let native = Plugin::native().expect("native plugin");
+    let mut d = descriptors::discord();
+    d["supports_draft_streaming"] = json!(true);
+    d["supported_ops"] = json!(["send", "draft", "prompt"]);
+    let stub = stub_with(StubConfig::default().with_descriptor("discord", d)).await;
+    let mut c = config(&stub);
+    c.identities = vec![Identity::new("discord", "B1")];
+    c.prompt_nonce = Some("0a1b2c".into());
+    let (handle, mut events) = spawn_on(&native, c).await;
+    handshake(&stub, &mut events, 1).await;
+    let id = handle.mint_prompt("chan1", "approval").await.expect("mint");
+    assert!(id.starts_with("0a1b2c."), "{id}");
+    assert!(
+        handle
+            .supports_draft_streaming("chan1")
+            .await
+            .expect("query")
+    );
+    assert!(
+        !handle
+            .prefers_fresh_final("chan1", "https://x.example")
+            .await
+            .expect("query")
+    );
+    let sent = tokio::time::timeout(
+        WAIT,
+        handle.prompt(
+            PromptRequest::new(&id, "chan1", "ok?").with_option(PromptOption::new("yes", "Yes")),
+        ),
+    )
+    .await
+    .expect("prompt resolves");
+    assert!(sent.success, "{sent:?}");
+    let f = stub
+        .wait_for_frame(|f| f.op() == Some("prompt"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(f.get("action").unwrap()["prompt_id"], id.as_str());
+    handle.shutdown().await.expect("shutdown");
+}
+
+/// A prompt nonce that is not 6 lowercase hex digits fails the spawn
+/// before anything is dialed.
+#[tokio::test]
+async fn a_bad_prompt_nonce_is_refused_at_spawn() {
+    let stub = stub().await;
+    for bad in ["ABC123", "abc12", "abc1234", "xyz123", ""] {
+        let mut c = config(&stub);
+        c.prompt_nonce = Some(bad.into());
+        match Adapter::spawn(plugin(), c).await {
+            Err(AdapterError::Config(why)) => {
+                assert!(why.contains("prompt_nonce"), "{bad:?}: {why}")
+            }
+            other => panic!(
+                "{bad:?}: expected a config error, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+    assert_eq!(stub.connections().len(), 0, "nothing dialed");
 }
 
 /// A burst of sends made back to back, on a 0.2 and on a 0.1 component:

@@ -10,7 +10,9 @@
 //! side has its own generated types of the same shape: wit-bindgen's in the
 //! guest, wasmtime's in the host.
 
-use crate::machine::{Command, Completion, Delivery, Input, Level, Machine, Now, Output, State};
+use crate::machine::{
+    Command, Completion, Delivery, Input, Lane, Level, Machine, Now, Output, PromptAnswer, State,
+};
 use crate::outcome::{ChatInfo, SendResult};
 
 /// Where the machine's outputs go: the host side of the boundary.
@@ -37,6 +39,8 @@ pub trait Effects {
     fn fatal(&mut self, code: String, message: String, retryable: bool);
     /// A log line.
     fn log(&mut self, level: Level, message: String);
+    /// The answer to a prompt this instance minted.
+    fn prompt_answered(&mut self, answer: PromptAnswer);
 }
 
 /// Feeds `input` at `fx.now()` and drains every output into `fx`.
@@ -80,6 +84,7 @@ pub fn drain(machine: &mut Machine, fx: &mut impl Effects) {
                 retryable,
             } => fx.fatal(code, message, retryable),
             Output::Log { level, message } => fx.log(level, message),
+            Output::PromptAnswer(answer) => fx.prompt_answered(*answer),
         }
     }
 }
@@ -91,6 +96,10 @@ pub fn unstarted(command: &Command<'_>) -> Completion {
     match command {
         Command::GetChatInfo { chat_id } => Completion::ChatInfo(ChatInfo::local(chat_id)),
         Command::GoDormant => Completion::Flag(false),
+        Command::Lane(Lane::ProcessingStart { .. } | Lane::ProcessingComplete { .. }) => {
+            Completion::Done
+        }
+        Command::Lane(_) => Completion::Sent(SendResult::failure("relay adapter not started")),
         Command::Send { .. }
         | Command::Edit { .. }
         | Command::Typing { .. }
@@ -191,14 +200,17 @@ macro_rules! config_from_record {
         cfg.route_capacity = size(c.route_capacity);
         cfg.max_line_bytes = size(c.max_line_bytes);
         cfg.authorization_is_upstream = c.authorization_is_upstream;
+        cfg.platform_extra = c.platform_extra.clone();
+        cfg.prompt_nonce = c.prompt_nonce.clone();
+        cfg.command_manifest = c.command_manifest.clone();
         cfg
     }};
 }
 
 /// A WIT value of module `$wit` (the side's `hermes:relay/types`, as a
 /// path such as `crate::bindings::wit`) for a
-/// machine value: `state`, `completion`, `level` or `event` (an
-/// [`EventRecord`]).
+/// machine value: `state`, `completion`, `level`, `event` (an
+/// [`EventRecord`]) or `prompt_answer`.
 #[macro_export]
 macro_rules! to_record {
     ($($wit:ident)::+, state, $s:expr) => {{
@@ -246,6 +258,20 @@ macro_rules! to_record {
             C::Done => $($wit)::+::Completion::Done,
         }
     }};
+    ($($wit:ident)::+, prompt_answer, $a:expr) => {{
+        let a: $crate::machine::PromptAnswer = $a;
+        $($wit)::+::PromptAnswer {
+            prompt_id: a.prompt_id,
+            kind: a.kind,
+            option_id: a.option_id,
+            chat_id: a.chat_id,
+            user_id: a.user_id,
+            prompt_message_id: a.prompt_message_id,
+            choice: a.choice,
+            text_capture: a.text_capture,
+            event: a.event_json,
+        }
+    }};
     ($($wit:ident)::+, event, $e:expr) => {{
         let e: $crate::driver::EventRecord = $e;
         $($wit)::+::MessageEvent {
@@ -262,4 +288,32 @@ macro_rules! to_record {
             json: e.json,
         }
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::ProcessingOutcome;
+
+    #[test]
+    fn lanes_before_start_complete_at_once() {
+        let lane = Lane::Delete {
+            chat_id: "c".into(),
+            message_id: "m".into(),
+            metadata: "{}".into(),
+        };
+        assert!(matches!(
+            unstarted(&Command::Lane(&lane)),
+            Completion::Sent(r) if !r.success
+        ));
+        for lane in [
+            Lane::ProcessingStart { event: "{}".into() },
+            Lane::ProcessingComplete {
+                event: "{}".into(),
+                outcome: ProcessingOutcome::Success,
+            },
+        ] {
+            assert_eq!(unstarted(&Command::Lane(&lane)), Completion::Done);
+        }
+    }
 }

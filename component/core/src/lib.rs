@@ -17,6 +17,7 @@ pub mod interaction;
 pub mod lenient;
 pub mod line;
 pub mod machine;
+pub mod manifest;
 pub mod outcome;
 pub mod routing;
 pub mod url;

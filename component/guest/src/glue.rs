@@ -7,7 +7,9 @@
 use crate::hermes::relay::host;
 use crate::hermes::relay::types::{Config as WitConfig, FatalError, LogLevel};
 use relay_core::driver::{self, Effects, EventRecord};
-use relay_core::machine::{Command, Completion, Delivery, Input, Level, Machine, Now, State};
+use relay_core::machine::{
+    Command, Completion, Delivery, Input, Level, Machine, Now, PromptAnswer, State,
+};
 use std::cell::{Cell, RefCell};
 
 thread_local! {
@@ -50,6 +52,11 @@ struct Imports;
 impl Effects for Imports {
     fn now(&mut self) -> Now {
         now()
+    }
+
+    fn prompt_answered(&mut self, answer: PromptAnswer) {
+        let answer = relay_core::to_record!(crate::hermes::relay::types, prompt_answer, answer);
+        host::prompt_answered(&answer);
     }
 
     fn dial(&mut self, conn: u32, url: String, headers: Vec<(String, String)>) {
@@ -98,7 +105,10 @@ impl Effects for Imports {
     }
 
     fn log(&mut self, level: Level, message: String) {
-        host::log(relay_core::to_record!(crate::hermes::relay::types, level, level), &message);
+        host::log(
+            relay_core::to_record!(crate::hermes::relay::types, level, level),
+            &message,
+        );
     }
 }
 
@@ -151,6 +161,18 @@ pub fn query<T>(default: T, f: impl FnOnce(&Machine) -> T) -> T {
     MACHINE.with(|cell| cell.borrow().as_ref().map(f).unwrap_or(default))
 }
 
+/// Mints a prompt id (a state change with no outputs, so no drain); an
+/// unstarted adapter mints nothing and answers "".
+pub fn mint_prompt(chat_id: &str, kind: &str) -> String {
+    let now = now();
+    MACHINE.with(|cell| {
+        cell.borrow_mut()
+            .as_mut()
+            .map(|m| m.mint_prompt(now, chat_id, kind))
+            .unwrap_or_default()
+    })
+}
+
 /// Builds and starts the machine (once per instance).
 pub fn start(config: WitConfig) -> Result<(), String> {
     let already = MACHINE.with(|cell| cell.borrow().is_some());
@@ -158,8 +180,8 @@ pub fn start(config: WitConfig) -> Result<(), String> {
         return Err("relay adapter already started".to_owned());
     }
     let seed = wasip2::random::random::get_random_u64();
-    let machine = Machine::new(relay_core::config_from_record!(&config), seed)
-        .map_err(|e| e.to_string())?;
+    let machine =
+        Machine::new(relay_core::config_from_record!(&config), seed).map_err(|e| e.to_string())?;
     MACHINE.with(|cell| *cell.borrow_mut() = Some(machine));
     feed(Input::Start);
     Ok(())

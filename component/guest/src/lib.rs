@@ -10,13 +10,108 @@ mod glue;
 
 use exports::hermes::relay::adapter::Guest;
 use glue::{command, feed, query};
-use hermes::relay::types::{Config, State};
-use relay_core::machine::{Command, Input};
+use hermes::relay::types::{
+    Config, LaneCommand, ProcessingOutcome as WitOutcome, RenameGuard as WitGuard, State,
+};
+use relay_core::machine::{
+    Command, Input, Lane, ProcessingOutcome, PromptOption, PromptSend, RenameGuard,
+};
 
 /// The interface version this component implements (`api-version`).
 const API_VERSION: &str = "0.2.0";
 
 struct Component;
+
+/// The machine's form of a `lane-command` (moves the strings).
+fn lane_of(command: LaneCommand) -> Lane {
+    match command {
+        LaneCommand::Delete(d) => Lane::Delete {
+            chat_id: d.chat_id,
+            message_id: d.message_id,
+            metadata: d.metadata,
+        },
+        LaneCommand::StopTyping(t) => Lane::StopTyping {
+            chat_id: t.chat_id,
+            metadata: t.metadata,
+        },
+        LaneCommand::React(r) => Lane::React {
+            chat_id: r.chat_id,
+            message_id: r.message_id,
+            emoji: r.emoji,
+            remove: r.remove,
+            metadata: r.metadata,
+        },
+        LaneCommand::ProcessingStart(event) => Lane::ProcessingStart { event },
+        LaneCommand::ProcessingComplete(p) => Lane::ProcessingComplete {
+            event: p.event,
+            outcome: match p.outcome {
+                WitOutcome::Success => ProcessingOutcome::Success,
+                WitOutcome::Failure => ProcessingOutcome::Failure,
+                WitOutcome::Cancelled => ProcessingOutcome::Cancelled,
+            },
+        },
+        LaneCommand::ThreadCreate(t) => Lane::ThreadCreate {
+            parent_chat_id: t.parent_chat_id,
+            name: t.name,
+            metadata: t.metadata,
+        },
+        LaneCommand::ThreadRename(t) => Lane::ThreadRename {
+            thread_id: t.thread_id,
+            name: t.name,
+            guard: match t.guard {
+                WitGuard::None => RenameGuard::None,
+                WitGuard::ConnectorCreated => RenameGuard::ConnectorCreated,
+                WitGuard::CurrentName(name) => RenameGuard::CurrentName(name),
+            },
+            parent_chat_id: t.parent_chat_id,
+            metadata: t.metadata,
+        },
+        LaneCommand::SendDraft(d) => Lane::SendDraft {
+            chat_id: d.chat_id,
+            draft_id: d.draft_id,
+            content: d.content,
+            metadata: d.metadata,
+        },
+        LaneCommand::AbandonOpenDraft(a) => Lane::AbandonOpenDraft {
+            chat_id: a.chat_id,
+            content: a.content,
+        },
+        LaneCommand::Prompt(p) => Lane::Prompt(PromptSend {
+            prompt_id: p.prompt_id,
+            chat_id: p.chat_id,
+            question: p.question,
+            options: p
+                .options
+                .into_iter()
+                .map(|o| PromptOption {
+                    id: o.id,
+                    label: o.label,
+                    style: o.style,
+                })
+                .collect(),
+            choices: p.choices,
+            reply_to: p.reply_to,
+            metadata: p.metadata,
+            timeout_s: p.timeout_s,
+            prompt_kind: p.prompt_kind,
+        }),
+        LaneCommand::TaskCard(c) => Lane::TaskCard {
+            chat_id: c.chat_id,
+            reply_to: c.reply_to,
+            chunks: c.chunks,
+            metadata: c.metadata,
+        },
+        LaneCommand::TaskCardStop(c) => Lane::TaskCardStop {
+            chat_id: c.chat_id,
+            reply_to: c.reply_to,
+            metadata: c.metadata,
+        },
+        LaneCommand::AutoThreadInfo(w) => Lane::AutoThreadInfo {
+            chat_id: w.chat_id,
+            timeout_ms: w.timeout_ms,
+        },
+    }
+}
 
 impl Guest for Component {
     fn api_version() -> String {
@@ -144,6 +239,11 @@ impl Guest for Component {
         command(request, cmd);
     }
 
+    fn lane(request: u64, command: LaneCommand) {
+        let lane = lane_of(command);
+        glue::command(request, Command::Lane(&lane));
+    }
+
     fn interrupt(request: u64, session_key: String, reason: Option<String>) {
         let cmd = Command::Interrupt {
             session_key: &session_key,
@@ -218,6 +318,18 @@ impl Guest for Component {
 
     fn fronts_platform(platform: String) -> bool {
         query(false, |m| m.fronts_platform(&platform))
+    }
+
+    fn mint_prompt(chat_id: String, kind: String) -> String {
+        glue::mint_prompt(&chat_id, &kind)
+    }
+
+    fn supports_draft_streaming(chat_id: String) -> bool {
+        query(false, |m| m.supports_draft_streaming(&chat_id))
+    }
+
+    fn prefers_fresh_final(chat_id: String, text: String) -> bool {
+        query(false, |m| m.prefers_fresh_final(&chat_id, &text))
     }
 
     fn stats() -> String {

@@ -108,6 +108,10 @@ impl Guest for Component {
         machine::raw_action(request, action, platform);
     }
 
+    fn lane(request: u64, command: hermes::relay::types::LaneCommand) {
+        machine::lane(request, command);
+    }
+
     fn interrupt(request: u64, session_key: String, reason: Option<String>) {
         machine::interrupt(request, session_key, reason);
     }
@@ -164,6 +168,18 @@ impl Guest for Component {
 
     fn fronts_platform(platform: String) -> bool {
         machine::fronts_platform(platform)
+    }
+
+    fn mint_prompt(_chat_id: String, _kind: String) -> String {
+        String::new()
+    }
+
+    fn supports_draft_streaming(_chat_id: String) -> bool {
+        false
+    }
+
+    fn prefers_fresh_final(_chat_id: String, _text: String) -> bool {
+        false
     }
 
     fn stats() -> String {

@@ -436,6 +436,10 @@ pub fn raw_action(request: u64, _action: String, _platform: Option<String>) {
     );
 }
 
+pub fn lane(request: u64, _command: crate::hermes::relay::types::LaneCommand) {
+    host::complete(request, &failed("lane: not implemented in the test guest"));
+}
+
 pub fn interrupt(request: u64, _session_key: String, _reason: Option<String>) {
     host::complete(request, &Completion::Done);
 }

@@ -94,7 +94,8 @@ pub(crate) async fn drive(
                     tracing_note(i, &format!("fatal {code}: {message}"));
                 }
             }
-            Event::Interrupt { .. } => {}
+            // The fleet mints no prompts.
+            Event::Interrupt { .. } | Event::PromptAnswer(_) => {}
         }
     }
     if !was_ready {

@@ -241,6 +241,7 @@ class Recorder:
         self.messages: asyncio.Queue[Any] = asyncio.Queue()
         self.interrupts: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.fatals: asyncio.Queue[Any] = asyncio.Queue()
+        self.prompt_answers: asyncio.Queue[Any] = asyncio.Queue()
         self.states: list[tuple[str, str]] = []
         self.skipped_interrupts: list[tuple[str, str]] = []
         self._barriers = 0
@@ -248,6 +249,7 @@ class Recorder:
         adapter.set_interrupt_handler(lambda k, c: self.interrupts.put_nowait((k, c)))
         adapter.set_fatal_handler(self.fatals.put_nowait)
         adapter.set_state_handler(lambda s, d: self.states.append((s.value, d)))
+        adapter.set_prompt_answer_handler(self.prompt_answers.put_nowait)
 
     async def barrier(self, stub: Stub) -> None:
         """Waits until the stub has run every script line written so far.
@@ -272,6 +274,9 @@ class Recorder:
 
     async def fatal(self) -> Any:
         return await asyncio.wait_for(self.fatals.get(), WAIT)
+
+    async def prompt_answer(self) -> Any:
+        return await asyncio.wait_for(self.prompt_answers.get(), WAIT)
 
 
 def guild_event(text: str, message_id: str, chat_id: str = "chan1") -> dict[str, Any]:

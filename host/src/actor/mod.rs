@@ -61,9 +61,13 @@ impl Adapter {
 /// or a refused configuration fails the spawn instead of a later event.
 async fn spawn(
     plugin: &Plugin,
-    config: AdapterConfig,
+    mut config: AdapterConfig,
 ) -> Result<(AdapterHandle, EventStream), AdapterError> {
     config.validate().map_err(AdapterError::Config)?;
+    // One nonce per spawned adapter, kept across instance restarts (§6.11).
+    config
+        .prompt_nonce
+        .get_or_insert_with(AdapterConfig::draw_prompt_nonce);
     let tls = crate::tls::client_config(config.ca_file.as_deref()).map_err(AdapterError::Config)?;
     let label: Arc<str> = format!("relay-{}", NEXT_ADAPTER.fetch_add(1, Ordering::Relaxed)).into();
     let (mail_tx, mailbox) = mpsc::unbounded_channel();

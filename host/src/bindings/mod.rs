@@ -9,10 +9,9 @@ use crate::store::HostState;
 
 /// `wit_config(&AdapterConfig)`: the `config` record of the version module
 /// `$v`. One text for every version while their `config` records have the
-/// same fields; a version whose record changes gets its own function and
-/// leaves the older ones on this macro.
+/// same fields, plus the fields a later version added (`field = fn(&config)`).
 macro_rules! wit_config {
-    ($v:ident) => {
+    ($v:ident $(, $field:ident = $value:expr)*) => {
         /// The WIT config record for `config`.
         pub(crate) fn wit_config(
             config: &crate::config::AdapterConfig,
@@ -49,6 +48,7 @@ macro_rules! wit_config {
                 route_capacity: config.route_capacity,
                 max_line_bytes: config.max_line_bytes,
                 authorization_is_upstream: config.authorization_is_upstream,
+                $($field: ($value)(config),)*
             }
         }
     };

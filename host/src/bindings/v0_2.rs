@@ -16,4 +16,9 @@ pub(crate) use hermes::relay::types as wit;
 /// The adapter interface this module binds (the export the host probes for).
 pub(crate) const ADAPTER_EXPORT: &str = "hermes:relay/adapter@0.2.0";
 
-wit_config!(v0_2);
+wit_config!(
+    v0_2,
+    platform_extra = |c: &crate::config::AdapterConfig| c.platform_extra_json(),
+    prompt_nonce = |c: &crate::config::AdapterConfig| c.prompt_nonce.clone().unwrap_or_default(),
+    command_manifest = |c: &crate::config::AdapterConfig| c.command_manifest_json()
+);

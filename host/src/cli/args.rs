@@ -157,6 +157,26 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
 
+    /// The operator's egress knobs as a JSON object, e.g.
+    /// '{"slack":{"rich_blocks":true,"unfurl_links":false}}' (--config table
+    /// `platform_extra`, which this replaces). See docs/cli.md.
+    #[arg(long, value_name = "JSON")]
+    pub platform_extra: Option<String>,
+
+    /// The nonce of this gateway's prompt ids: 6 lowercase hex digits
+    /// (--config key `prompt_nonce`) [default: drawn at start]. Set it to
+    /// keep prompt buttons working across restarts of the process.
+    #[arg(long, value_name = "HEX")]
+    pub prompt_nonce: Option<String>,
+
+    /// JSON file holding the gateway's Discord slash commands, an array of
+    /// `{name, description, options?}` sent on the Discord hello
+    /// (--config key `command_manifest_file`). Unreadable or not a JSON
+    /// array: exit 2; bad entries are skipped by the component with a
+    /// warning.
+    #[arg(long = "command-manifest", value_name = "FILE")]
+    pub command_manifest: Option<PathBuf>,
+
     /// TOML file with timers, bounds and host limits (see docs/cli.md). Flags
     /// and environment variables override it; it must not contain `secret`.
     #[arg(long, value_name = "FILE")]
@@ -200,6 +220,8 @@ all logs go to stderr):
   {\"kind\":\"fatal\",\"code\":\"...\",\"message\":\"...\",\"retryable\":true|false}
   {\"kind\":\"sent\",\"chat_id\":\"...\",\"result\":{\"success\":..,\"message_id\":..,\"error\":..,\"code\":..,
                 \"ambiguous\":..,\"declined\":..,\"thread_id\":..,\"auto_thread_name\":..}}   (--agent echo)
+  {\"kind\":\"prompt_answer\",\"prompt_id\":\"...\",\"prompt_kind\":\"...\",\"option_id\":\"...\",\"chat_id\":\"...\",
+                \"user_id\":..,\"prompt_message_id\":..,\"choice\":..,\"text_capture\":..,\"event\":{...}}
   Each message is accepted only after its line is flushed. --agent echo answers
   it with send(chat_id, text) without waiting for earlier sends to resolve.
 
@@ -220,7 +242,8 @@ Exit codes:
   1  any other fatal condition that ends the adapter (unreadable or invalid
      component, adapter stopped unexpectedly, stdout closed)
   2  usage or configuration error (bad URL, more --bot-id than platforms,
-     named secret variable unset or blank, bad --config file, refused by the component)
+     named secret variable unset or blank, unreadable or non-array --command-manifest,
+     bad --config file, refused by the component)
   3  relay disabled: the connector revoked the credentials (terminal 4401);
      the last stderr line is `relay-host: disabled: <message>`
   A 4401 before any successful handshake is retried with backoff, never an exit.

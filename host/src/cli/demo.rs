@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use relay_host::{
-    Adapter, AdapterConfig, AdapterHandle, Event, EventStream, Identity, Plugin, Secret, State,
+    Adapter, AdapterConfig, AdapterHandle, Event, EventStream, Identity, Plugin, PromptOption,
+    PromptRequest, Secret, State,
 };
 use relay_stub::{
     ConnState, Deliverable, Delivery, Passthrough, ReceivedFrame, StubConfig, StubConnector,
@@ -84,9 +85,13 @@ struct Walk {
 }
 
 async fn walk() -> Step<()> {
-    let stub = StubConnector::start(StubConfig::default().with_secret(SECRET))
-        .await
-        .map_err(|e| Failure::new("setup", format!("cannot start the stub connector: {e}")))?;
+    let stub = StubConnector::start(
+        StubConfig::default()
+            .with_secret(SECRET)
+            .with_descriptor("discord", demo_descriptor()),
+    )
+    .await
+    .map_err(|e| Failure::new("setup", format!("cannot start the stub connector: {e}")))?;
     let plugin = Plugin::shared()
         .map_err(|e| Failure::new("setup", format!("cannot load the component: {e}")))?;
     let mut config = AdapterConfig::new(stub.base_url());
@@ -116,6 +121,7 @@ async fn walk() -> Step<()> {
     walk.guild_message().await?;
     walk.direct_message().await?;
     walk.slash_command().await?;
+    walk.prompt_button().await?;
     walk.interrupts().await?;
     walk.buffered_replay().await?;
     walk.shutdown().await?;
@@ -217,7 +223,7 @@ impl Walk {
         for hello in self.stub.frames_of_type("hello") {
             gateway_sent(&hello.raw);
         }
-        connector_sent(&json!({"type": "descriptor", "descriptor": descriptors::discord()}));
+        connector_sent(&json!({"type": "descriptor", "descriptor": demo_descriptor()}));
         let supports_edit = self
             .handle
             .supports_op(None, "edit")
@@ -385,6 +391,71 @@ impl Walk {
         self.check(
             text == "/model gpt-x",
             format!("mapped text {text:?}, expected \"/model gpt-x\""),
+        )
+    }
+
+    async fn prompt_button(&mut self) -> Step<()> {
+        self.begin(
+            "prompt_button",
+            "A native approval prompt and its button press (WIT 0.2 lanes)",
+        );
+        let prompt_id = self
+            .handle
+            .mint_prompt("c1", "approval")
+            .await
+            .map_err(|e| self.fail(format!("mint_prompt failed: {e}")))?;
+        note(&format!(
+            "gateway: mint_prompt(\"c1\", \"approval\") = {prompt_id:?} (this adapter's nonce, then 8 hex)"
+        ));
+        let mark = self.stub.frame_count();
+        let request = PromptRequest::new(prompt_id.clone(), "c1", "Run `make deploy`?")
+            .with_kind("approval")
+            .with_option(PromptOption::new("once", "Approve once").with_style("primary"))
+            .with_option(PromptOption::new("deny", "Deny").with_style("danger"));
+        let result = timeout(STEP_TIMEOUT, self.handle.prompt(request))
+            .await
+            .map_err(|_| self.fail("the prompt never completed"))?;
+        let frame = self
+            .frame_after(mark, "the prompt frame", |f| f.op() == Some("prompt"))
+            .await?;
+        gateway_sent(&frame.raw);
+        self.check(result.success, format!("prompt failed: {:?}", result.error))?;
+        let prompt_message = result.message_id.clone().unwrap_or_default();
+        note(&format!(
+            "connector answered: success, message_id {prompt_message}"
+        ));
+        // The user presses "Approve once": Discord forwards a component
+        // interaction whose custom_id is the button's `hp1:` token.
+        let press = json!({
+            "type": 3, "id": "i2", "channel_id": "c1", "guild_id": "g1",
+            "message": {"id": prompt_message},
+            "data": {"custom_id": format!("hp1:{prompt_id}:once"), "component_type": 2},
+            "member": {"user": {"id": "u1", "username": "ben"}}
+        });
+        note(&format!("button press (base64 in bodyB64): {press}"));
+        let forward = Passthrough::new("discord", BOT_ID).body(press.to_string());
+        connector_sent(&Deliverable::Passthrough(forward.clone()).to_frame(None));
+        match self.stub.push_passthrough(forward).await {
+            Ok(Delivery::Live { .. }) => {}
+            Ok(other) => return Err(self.fail(format!("expected a live delivery, got {other:?}"))),
+            Err(e) => return Err(self.fail(format!("push failed: {e}"))),
+        }
+        let answer = self
+            .expect("the prompt answer", |event| match event {
+                Event::PromptAnswer(answer) => Ok(answer),
+                other => Err(Box::new(other)),
+            })
+            .await?;
+        note(&format!(
+            "adapter reported: prompt {} ({}) answered {:?} by {} (the press is not a chat message)",
+            answer.prompt_id,
+            answer.kind,
+            answer.option_id,
+            answer.user_id.as_deref().unwrap_or("-")
+        ));
+        self.check(
+            answer.prompt_id == prompt_id && answer.option_id == "once",
+            format!("answer {answer:?}"),
         )
     }
 
@@ -567,6 +638,19 @@ fn detail_suffix(detail: &str) -> String {
     }
 }
 
+/// The connector's Discord descriptor in the demo: the stub's, plus the
+/// `prompt` and `react` lanes.
+fn demo_descriptor() -> Value {
+    let mut descriptor = descriptors::discord();
+    if let Some(ops) = descriptor
+        .get_mut("supported_ops")
+        .and_then(Value::as_array_mut)
+    {
+        ops.extend([json!("prompt"), json!("react")]);
+    }
+    descriptor
+}
+
 /// Events the walk did not wait for.
 fn narrate(event: Event) {
     match event {
@@ -582,6 +666,10 @@ fn narrate(event: Event) {
             session_key,
             chat_id,
         } => note(&format!("unexpected interrupt {session_key} in {chat_id}")),
+        Event::PromptAnswer(answer) => note(&format!(
+            "unexpected answer {} to prompt {}",
+            answer.option_id, answer.prompt_id
+        )),
         Event::Message(message) => {
             note(&format!(
                 "unexpected message {:?}; rejecting it",

@@ -31,6 +31,43 @@ pub enum Line<'a> {
         chat_id: &'a str,
         result: SentResult<'a>,
     },
+    /// The answer to a prompt this adapter minted (the answering event is
+    /// in `event`; it is never a `message` line).
+    PromptAnswer {
+        prompt_id: &'a str,
+        /// The minted kind (`kind` is the line's own tag).
+        prompt_kind: &'a str,
+        option_id: &'a str,
+        chat_id: &'a str,
+        user_id: Option<&'a str>,
+        prompt_message_id: Option<&'a str>,
+        choice: Option<&'a str>,
+        text_capture: bool,
+        event: &'a RawValue,
+    },
+}
+
+impl<'a> Line<'a> {
+    /// The line of a prompt answer; `event` is its JSON, parsed once.
+    pub fn prompt_answer(a: &'a relay_host::PromptAnswer, event: &'a RawValue) -> Line<'a> {
+        Line::PromptAnswer {
+            prompt_id: &a.prompt_id,
+            prompt_kind: &a.kind,
+            option_id: &a.option_id,
+            chat_id: &a.chat_id,
+            user_id: a.user_id.as_deref(),
+            prompt_message_id: a.prompt_message_id.as_deref(),
+            choice: a.choice.as_deref(),
+            text_capture: a.text_capture,
+            event,
+        }
+    }
+}
+
+/// `text` as a raw JSON value (it is the component's own JSON); `null` if
+/// it is not JSON.
+pub fn raw_json(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 /// The typed fields of a send result.

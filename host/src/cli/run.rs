@@ -345,6 +345,10 @@ fn on_event(event: Event, out: &JsonLines, taken: &mut Vec<MessageEvent>) -> Nex
                 chat_id: &chat_id,
             },
         ),
+        Event::PromptAnswer(answer) => {
+            let event = super::lines::raw_json(&answer.event_json);
+            print(out, &Line::prompt_answer(&answer, &event))
+        }
         Event::State { state, detail } => {
             let next = print(
                 out,

@@ -64,6 +64,8 @@ pub struct Settings {
     pub agent: Agent,
     /// Where to serve `GET /metrics` (Prometheus text format), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// The file `config.command_manifest` was read from, if any.
+    pub command_manifest_file: Option<PathBuf>,
     /// Things worth a warning on stderr (never containing the secret).
     pub warnings: Vec<String>,
 }
@@ -110,6 +112,11 @@ struct FileConfig {
     restart_reset_after_ms: Option<u64>,
     restart_budget: Option<u32>,
     restart_window_ms: Option<u64>,
+    /// The egress knobs (`[platform_extra.slack]` tables, or flat keys).
+    platform_extra: Option<toml::Table>,
+    prompt_nonce: Option<String>,
+    /// A JSON file holding the Discord command manifest (an array).
+    command_manifest_file: Option<PathBuf>,
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -289,6 +296,35 @@ pub fn resolve(
     config.gateway_id = gateway_id;
     config.secret = secret;
     apply_file(&mut config, &file)?;
+    // The egress knobs: the flag (a JSON object) replaces the file's table.
+    if let Some(raw) = &args.platform_extra {
+        config.platform_extra = match serde_json::from_str::<Value>(raw) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                return err(
+                    "--platform-extra must be a JSON object, for example '{\"slack\":{\"rich_blocks\":true}}'",
+                );
+            }
+        };
+    } else if let Some(table) = &file.platform_extra {
+        config.platform_extra = table_json(table);
+    }
+    // The prompt nonce (flag, then file); validated with the rest below.
+    config.prompt_nonce = args
+        .prompt_nonce
+        .clone()
+        .or(file.prompt_nonce.clone())
+        .map(|n| n.trim().to_owned());
+    // The Discord command manifest, read from a JSON file (flag, then file).
+    let command_manifest_file = match (&args.command_manifest, &file.command_manifest_file) {
+        (Some(path), _) => Some(("--command-manifest", path.clone())),
+        (None, Some(path)) => Some(("command_manifest_file", path.clone())),
+        (None, None) => None,
+    };
+    if let Some((source, path)) = &command_manifest_file {
+        config.command_manifest = load_manifest(source, path)?;
+    }
+    let command_manifest_file = command_manifest_file.map(|(_, path)| path);
     // A private CA for wss:// (flag, then environment, then file).
     config.ca_file = args
         .ca_file
@@ -340,8 +376,42 @@ pub fn resolve(
         cache_dir,
         agent: args.agent,
         metrics_listen,
+        command_manifest_file,
         warnings,
     })
+}
+
+/// The command manifest file: a JSON array (its entries are the
+/// component's to validate). `source` names where the path came from.
+fn load_manifest(source: &str, path: &Path) -> Result<Vec<Value>, ConfigError> {
+    let shown = path.display();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return err(format!("{source} {shown}: cannot read: {e}")),
+    };
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Array(commands)) => Ok(commands),
+        Ok(_) => err(format!(
+            "{source} {shown}: not a JSON array of commands ([{{\"name\": ..., \"description\": ...}}])"
+        )),
+        Err(e) => err(format!("{source} {shown}: not JSON: {e}")),
+    }
+}
+
+/// A TOML table as a JSON object (dates and times become their text).
+fn table_json(table: &toml::Table) -> serde_json::Map<String, Value> {
+    fn value(v: &toml::Value) -> Value {
+        match v {
+            toml::Value::String(s) => Value::String(s.clone()),
+            toml::Value::Integer(i) => json!(i),
+            toml::Value::Float(f) => json!(f),
+            toml::Value::Boolean(b) => Value::Bool(*b),
+            toml::Value::Datetime(d) => Value::String(d.to_string()),
+            toml::Value::Array(items) => Value::Array(items.iter().map(value).collect()),
+            toml::Value::Table(t) => Value::Object(table_json(t)),
+        }
+    }
+    table.iter().map(|(k, v)| (k.clone(), value(v))).collect()
 }
 
 /// `a, b,,c` → `["a", "b", "c"]`.
@@ -536,5 +606,16 @@ pub fn effective_json(settings: &Settings) -> Value {
     });
     // Outside the `json!` literal: one more key passes the macro's recursion limit.
     effective["cache_dir"] = json!(settings.cache_dir.as_ref().map(|p| p.display().to_string()));
+    effective["platform_extra"] = Value::Object(c.platform_extra.clone());
+    // Unset: `run` draws one per adapter at spawn.
+    effective["prompt_nonce"] = json!(c.prompt_nonce);
+    // The manifest's file and how many commands it holds, never its content.
+    effective["command_manifest_file"] = json!(
+        settings
+            .command_manifest_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+    );
+    effective["command_manifest_commands"] = json!(c.command_manifest.len());
     effective
 }

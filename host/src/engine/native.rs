@@ -12,7 +12,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use relay_core::driver::{self, Effects, EventRecord};
-use relay_core::machine::{Completion, Delivery, Input as CoreInput, Level, Machine, Now, State};
+use relay_core::machine::{
+    Completion, Delivery, Input as CoreInput, Level, Machine, Now, PromptAnswer, State,
+};
 
 use super::Feed;
 use crate::bindings::hermes::relay::host::Host;
@@ -98,6 +100,15 @@ impl NativeAdapter {
             ),
             Query::SupportsOp(chat, op) => Answer::Flag(m.supports_op(chat.as_deref(), &op)),
             Query::FrontsPlatform(platform) => Answer::Flag(m.fronts_platform(&platform)),
+            Query::MintPrompt { chat_id, kind } => {
+                // A state change with no outputs (as the guest's glue).
+                let now = now(host);
+                Answer::Text(Some(self.machine.mint_prompt(now, &chat_id, &kind)))
+            }
+            Query::SupportsDraftStreaming(chat) => Answer::Flag(m.supports_draft_streaming(&chat)),
+            Query::PrefersFreshFinal(chat, text) => {
+                Answer::Flag(m.prefers_fresh_final(&chat, &text))
+            }
             Query::Stats => Answer::Text(Some(stats_json(m))),
             Query::Health => Answer::Guest(state_to_wit(m.state()).into(), stats_json(m)),
             Query::HoldRoute { chat_id, hold } => {
@@ -175,6 +186,11 @@ impl Effects for HostEffects<'_> {
 
     fn interrupt(&mut self, session_key: String, chat_id: String) {
         self.0.interrupt(session_key, chat_id);
+    }
+
+    fn prompt_answered(&mut self, answer: PromptAnswer) {
+        let answer = relay_core::to_record!(crate::bindings::wit, prompt_answer, answer);
+        self.0.prompt_answered(answer);
     }
 
     fn complete(&mut self, request: u64, completion: Completion) {

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::ChildStdin;
 
+use relay_stub::HelloReply;
+
 use super::*;
 
 /// A running bridge and its stdin.
@@ -294,6 +296,435 @@ async fn stdio_bridge_serves_every_op() {
     for (id, lines) in b.results_by_id() {
         assert_eq!(lines.len(), 1, "id {id} answered {} times", lines.len());
     }
+}
+
+/// The lane ops: each one's frame on the wire and its result line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_bridge_serves_the_lane_ops() {
+    let mut descriptor = descriptors::discord();
+    descriptor["supported_ops"] = json!([
+        "send",
+        "edit",
+        "typing",
+        "react",
+        "delete",
+        "thread_create",
+        "thread_rename"
+    ]);
+    let stub = stub(StubConfig {
+        descriptor: HelloReply::Descriptor(descriptor),
+        ..StubConfig::default()
+    })
+    .await;
+    let mut b = Bridge::start(&stub, "", None).await;
+    stub.push_inbound(events::discord_text("turn"))
+        .await
+        .unwrap();
+    let line =
+        b.p.wait_line(
+            "the message \"turn\"",
+            |v| v["kind"] == "message" && v["event"]["text"] == "turn",
+            WAIT,
+        )
+        .await;
+    let event = line["event"].clone();
+    let anchor = event["source"]["message_id"].as_str().unwrap().to_owned();
+    b.ok(json!({"id": 0, "op": "accept", "delivery": line["delivery"]}))
+        .await;
+    let action = |f: &relay_stub::ReceivedFrame| f.get("action").cloned().unwrap_or_default();
+
+    let deleted = b
+        .ok(json!({"id": "l1", "op": "delete", "chat_id": "chan1", "message_id": "m-3"}))
+        .await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    let f = stub
+        .wait_for_frame(|f| f.op() == Some("delete"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(action(&f)["message_id"], "m-3");
+
+    b.ok(
+        json!({"id": "l2", "op": "react", "chat_id": "chan1", "message_id": "m-3", "emoji": "🎉"}),
+    )
+    .await;
+    let f = stub
+        .wait_for_frame(
+            |f| f.op() == Some("react") && f.get("action").unwrap()["emoji"] == "🎉",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(action(&f)["remove"], false, "`remove` defaults to false");
+
+    // `event` as the message line's object, then as its JSON text.
+    assert_eq!(
+        b.ok(json!({"id": "l3", "op": "processing_start", "event": event}))
+            .await,
+        json!({})
+    );
+    assert_eq!(
+        b.ok(json!({"id": "l4", "op": "processing_complete", "event": event.to_string(), "outcome": "failure"}))
+            .await,
+        json!({})
+    );
+    let reactions = stub
+        .wait_for_frames(
+            3,
+            |f| {
+                f.op() == Some("react") && f.get("action").unwrap()["message_id"] == anchor.as_str()
+            },
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let emoji: Vec<(Value, Value)> = reactions
+        .iter()
+        .map(|f| (action(f)["emoji"].clone(), action(f)["remove"].clone()))
+        .collect();
+    assert_eq!(
+        emoji,
+        vec![
+            (json!("👀"), json!(false)),
+            (json!("👀"), json!(true)),
+            (json!("❌"), json!(false)),
+        ]
+    );
+
+    let created = b
+        .ok(json!({"id": "l5", "op": "thread_create", "parent_chat_id": "chan1", "thread_name": " Plans "}))
+        .await;
+    assert_eq!(created["thread_id"], "th1", "{created}");
+    let f = stub
+        .wait_for_frame(|f| f.op() == Some("thread_create"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(action(&f)["thread_name"], "Plans");
+
+    let renamed = b
+        .ok(
+            json!({"id": "l6", "op": "thread_rename", "thread_id": "th1", "name": "Better plans",
+                   "parent_chat_id": "chan1", "only_if_connector_created": true}),
+        )
+        .await;
+    assert_eq!(renamed["success"], true, "{renamed}");
+    let f = stub
+        .wait_for_frame(|f| f.op() == Some("thread_rename"), WAIT)
+        .await
+        .unwrap();
+    let rename = action(&f);
+    assert_eq!(
+        (
+            &rename["chat_id"],
+            &rename["message_id"],
+            &rename["thread_name"]
+        ),
+        (&json!("chan1"), &json!("th1"), &json!("Better plans"))
+    );
+    assert_eq!(rename["only_if_connector_created"], true, "{rename}");
+    assert!(
+        b.error(
+            json!({"id": "l7", "op": "thread_rename", "thread_id": "th1", "name": "x",
+                       "only_if_connector_created": true, "only_if_current_name": "y"})
+        )
+        .await
+        .contains("at most one of"),
+    );
+
+    // stop_typing: chan1 is not a Slack chat, so a failed result, no frame.
+    let stopped = b
+        .ok(json!({"id": "l8", "op": "stop_typing", "chat_id": "chan1"}))
+        .await;
+    assert_eq!(stopped["success"], false, "{stopped}");
+    b.ok(json!({"id": "l8b", "op": "send", "chat_id": "chan1", "content": "after"}))
+        .await;
+    stub.wait_for_frame(|f| f.op() == Some("send"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        stub.frames_of_type("outbound")
+            .iter()
+            .filter(|f| f.op() == Some("typing"))
+            .count(),
+        0,
+        "stop_typing sent nothing"
+    );
+
+    // No send into the chat within the wait: a miss.
+    let info = b
+        .ok(json!({"id": "l9", "op": "auto_thread_info", "chat_id": "chan1", "timeout_ms": 10}))
+        .await;
+    assert_eq!(info["success"], false, "{info}");
+    assert_eq!(
+        info["error"], "no auto-thread info: no send into the chat in time",
+        "{info}"
+    );
+
+    assert_eq!(
+        b.error(
+            json!({"id": "l10", "op": "processing_complete", "event": 5, "outcome": "success"})
+        )
+        .await,
+        "processing_complete: `event` must be the event object or its JSON text"
+    );
+    assert!(
+        b.error(json!({"id": "l11", "op": "processing_complete", "event": {}, "outcome": "done"}))
+            .await
+            .starts_with("processing_complete: unknown variant `done`"),
+    );
+    assert_eq!(b.ok(json!({"id": "z", "op": "shutdown"})).await, json!({}));
+    assert_eq!(b.p.wait_exit(WAIT).await, 0, "{}", b.p.context());
+}
+
+/// Drafts, prompts and their queries through the bridge, with the config
+/// file's `platforms`, `prompt_nonce` and `[platform_extra.slack]`: each
+/// op's frame and result line, and one `prompt_answer` line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_bridge_serves_drafts_and_prompts() {
+    let mut descriptor = descriptors::slack();
+    descriptor["supports_draft_streaming"] = json!(true);
+    descriptor["supported_ops"] = json!(["send", "edit", "typing", "draft", "prompt"]);
+    let stub = stub(StubConfig::default().with_descriptor("slack", descriptor)).await;
+    let mut b = Bridge::start(
+        &stub,
+        "platforms = [\"slack\"]\nprompt_nonce = \"c0ffee\"\n\
+         [platform_extra.slack]\nrich_blocks = true\n",
+        None,
+    )
+    .await;
+    stub.push_inbound(events::dm("slack", "D1", "U1", "hi"))
+        .await
+        .unwrap();
+    let delivery = b.delivery_of("hi").await;
+    b.ok(json!({"id": 0, "op": "accept", "delivery": delivery}))
+        .await;
+    let action = |f: &relay_stub::ReceivedFrame| f.get("action").cloned().unwrap_or_default();
+
+    assert_eq!(
+        b.ok(json!({"id": "q1", "op": "supports_draft_streaming", "chat_id": "D1"}))
+            .await,
+        json!({"supported": true})
+    );
+    assert_eq!(
+        b.ok(
+            json!({"id": "q2", "op": "prefers_fresh_final", "chat_id": "D1",
+                    "text": "see https://example.com"})
+        )
+        .await,
+        json!({"prefers_fresh_final": false})
+    );
+
+    // A draft, then the turn's final send seals it (hinted: rich_blocks).
+    let drafted = b
+        .ok(
+            json!({"id": "d1", "op": "send_draft", "chat_id": "D1", "draft_id": 4,
+                   "content": "thinking", "metadata": {"message_id": "m.1"}}),
+        )
+        .await;
+    assert_eq!(drafted["success"], true, "{drafted}");
+    let sealed = b
+        .ok(
+            json!({"id": "d2", "op": "send", "chat_id": "D1", "content": "done",
+                   "metadata": {"message_id": "m.1"}}),
+        )
+        .await;
+    assert_eq!(sealed["success"], true, "{sealed}");
+    let frames = stub
+        .wait_for_frames(2, |f| f.op() == Some("draft"), WAIT)
+        .await
+        .unwrap();
+    let seen: Vec<(Value, Value, Value, Value)> = frames
+        .iter()
+        .map(|f| {
+            let a = action(f);
+            (
+                a["draft_id"].clone(),
+                a["final"].clone(),
+                a["content"].clone(),
+                a["metadata"]["format_hints"].clone(),
+            )
+        })
+        .collect();
+    let hint = json!({"rich_blocks": true});
+    assert_eq!(
+        seen,
+        vec![
+            (json!(4), json!(false), json!("thinking"), hint.clone()),
+            (json!(4), json!(true), json!("done"), hint.clone()),
+        ]
+    );
+    // Nothing open any more: abandoning is a failed result.
+    let abandoned = b
+        .ok(json!({"id": "d3", "op": "abandon_open_draft", "chat_id": "D1", "content": "stop"}))
+        .await;
+    assert_eq!(abandoned["success"], false, "{abandoned}");
+
+    // A prompt: minted with the file's nonce, sent, answered by a press.
+    let minted = b
+        .ok(json!({"id": "p1", "op": "mint_prompt", "chat_id": "D1", "kind": "approval"}))
+        .await;
+    let prompt_id = minted["prompt_id"].as_str().unwrap().to_owned();
+    assert!(prompt_id.starts_with("c0ffee."), "{minted}");
+    let prompted = b
+        .ok(
+            json!({"id": "p2", "op": "prompt", "prompt_id": prompt_id, "chat_id": "D1",
+                   "question": "Ship it?", "prompt_kind": "approval",
+                   "options": [{"id": "yes", "label": "Yes", "style": "primary"},
+                               {"id": "no", "label": "No"}],
+                   "timeout_s": 60}),
+        )
+        .await;
+    assert_eq!(prompted["success"], true, "{prompted}");
+    let f = stub
+        .wait_for_frame(|f| f.op() == Some("prompt"), WAIT)
+        .await
+        .unwrap();
+    let sent = action(&f);
+    assert_eq!(sent["prompt_id"], prompt_id.as_str());
+    assert_eq!(sent["content"], "Ship it?");
+    assert_eq!(
+        sent["options"],
+        json!([{"id": "yes", "label": "Yes", "style": "primary"}, {"id": "no", "label": "No"}])
+    );
+    assert!(
+        b.error(
+            json!({"id": "p3", "op": "prompt", "prompt_id": "x", "chat_id": "D1",
+                       "question": "?", "options": [{"id": "a"}]})
+        )
+        .await
+        .starts_with("prompt: missing field `label`"),
+    );
+    stub.push_inbound(json!({
+        "text": "yes", "message_type": "text", "message_id": "press-1",
+        "source": {"platform": "slack", "chat_id": "D1", "chat_type": "dm", "user_id": "U1"},
+        "prompt_response": {"prompt_id": prompt_id, "option_id": "yes", "prompt_message_id": "pm"}
+    }))
+    .await
+    .unwrap();
+    let line =
+        b.p.wait_line(
+            "the prompt_answer line",
+            |v| v["kind"] == "prompt_answer",
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        (
+            &line["prompt_id"],
+            &line["prompt_kind"],
+            &line["option_id"],
+            &line["chat_id"],
+            &line["user_id"],
+            &line["prompt_message_id"],
+            &line["text_capture"]
+        ),
+        (
+            &json!(prompt_id),
+            &json!("approval"),
+            &json!("yes"),
+            &json!("D1"),
+            &json!("U1"),
+            &json!("pm"),
+            &json!(false)
+        ),
+        "{line}"
+    );
+    assert_eq!(
+        line["event"]["prompt_response"]["option_id"], "yes",
+        "{line}"
+    );
+
+    assert_eq!(b.ok(json!({"id": "z", "op": "shutdown"})).await, json!({}));
+    assert_eq!(b.p.wait_exit(WAIT).await, 0, "{}", b.p.context());
+    // Every line has its documented shape, and the press was no message.
+    let lines = check_stdout(&b.p);
+    assert!(
+        lines
+            .iter()
+            .all(|v| !(v["kind"] == "message" && v["event"]["text"] == "yes")),
+        "the press was delivered as a message"
+    );
+}
+
+/// `task_card` and `task_card_stop` through the bridge: each frame (card
+/// id from `reply_to`, Slack's `thread_ts` default) and its result line;
+/// chunks that are not objects are the bridge's error, nothing sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_bridge_serves_task_cards() {
+    let mut descriptor = descriptors::slack();
+    descriptor["supported_ops"] = json!(["send", "edit", "typing", "task_card", "task_card_stop"]);
+    let stub = stub(StubConfig::default().with_descriptor("slack", descriptor)).await;
+    let mut b = Bridge::start(&stub, "platforms = [\"slack\"]\n", None).await;
+    stub.push_inbound(events::dm("slack", "D1", "U1", "plan it"))
+        .await
+        .unwrap();
+    let delivery = b.delivery_of("plan it").await;
+    b.ok(json!({"id": 0, "op": "accept", "delivery": delivery}))
+        .await;
+    let action = |f: &relay_stub::ReceivedFrame| f.get("action").cloned().unwrap_or_default();
+
+    let steps = json!([{"text": "read the logs"}, {"text": "fix the test", "status": "pending"}]);
+    let card = b
+        .ok(
+            json!({"id": "k1", "op": "task_card", "chat_id": "D1", "reply_to": "1700.0001",
+                   "chunks": steps}),
+        )
+        .await;
+    assert_eq!(card["success"], true, "{card}");
+    let f = stub
+        .wait_for_frame(|f| f.op() == Some("task_card"), WAIT)
+        .await
+        .unwrap();
+    let sent = action(&f);
+    assert_eq!(f.get("platform"), Some(&json!("slack")));
+    assert_eq!(
+        (&sent["chat_id"], &sent["card_id"], &sent["chunks"]),
+        (&json!("D1"), &json!("turn:1700.0001"), &steps),
+        "{sent}"
+    );
+    assert_eq!(sent["metadata"]["thread_ts"], "1700.0001", "{sent}");
+
+    let stopped = b
+        .ok(json!({"id": "k2", "op": "task_card_stop", "chat_id": "D1", "reply_to": "1700.0001"}))
+        .await;
+    assert_eq!(stopped["success"], true, "{stopped}");
+    let f = stub
+        .wait_for_frame(|f| f.op() == Some("task_card_stop"), WAIT)
+        .await
+        .unwrap();
+    let stop = action(&f);
+    assert_eq!(
+        (&stop["chat_id"], &stop["card_id"], stop.get("chunks")),
+        (&json!("D1"), &json!("turn:1700.0001"), None),
+        "{stop}"
+    );
+
+    // Chunks must be objects, and present: the bridge's errors.
+    assert!(
+        b.error(json!({"id": "k3", "op": "task_card", "chat_id": "D1", "chunks": ["step"]}))
+            .await
+            .starts_with("task_card: invalid type: string \"step\", expected a map"),
+    );
+    assert!(
+        b.error(json!({"id": "k4", "op": "task_card", "chat_id": "D1"}))
+            .await
+            .starts_with("task_card: missing field `chunks`"),
+    );
+    b.ok(json!({"id": "k5", "op": "send", "chat_id": "D1", "content": "after"}))
+        .await;
+    stub.wait_for_frame(|f| f.op() == Some("send"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        stub.frames_of_type("outbound")
+            .iter()
+            .filter(|f| f.op() == Some("task_card"))
+            .count(),
+        1,
+        "the refused cards sent nothing"
+    );
+
+    assert_eq!(b.ok(json!({"id": "z", "op": "shutdown"})).await, json!({}));
+    assert_eq!(b.p.wait_exit(WAIT).await, 0, "{}", b.p.context());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,8 +18,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use relay_test_support::{WAIT, next_event_seen, plugin};
 
 mod backpressure;
+mod cards;
+mod drafts;
 mod faults;
 mod hostile;
+mod lanes;
 mod soak;
 
 /// Held by the tests that load the process (the bursts, the soak) or

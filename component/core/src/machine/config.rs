@@ -101,6 +101,17 @@ pub struct Config {
     /// Stamp events `delivered_via_upstream_relay` (true) or
     /// `delivered_via_relay` (false, a local non-authorizing connector).
     pub authorization_is_upstream: bool,
+    /// The operator's per-platform egress knobs as a JSON object (the
+    /// gateway's `platforms.relay.extra`), `""` for none (§6.6.3, §6.6.4).
+    pub platform_extra: String,
+    /// This adapter's prompt-id nonce: 6 lowercase hex digits the host
+    /// chooses once per spawned adapter, so ids survive guest restarts
+    /// (§6.11); `""` draws one at start.
+    pub prompt_nonce: String,
+    /// The gateway's Discord slash commands as a JSON array (§9.6), sent on
+    /// the Discord `hello` after validation ([`crate::manifest::parse`]);
+    /// `""` for none.
+    pub command_manifest: String,
 }
 
 impl Config {
@@ -129,6 +140,9 @@ impl Config {
             route_capacity: crate::routing::DEFAULT_ROUTE_CAPACITY,
             max_line_bytes: crate::line::DEFAULT_MAX_LINE_BYTES,
             authorization_is_upstream: true,
+            platform_extra: String::new(),
+            prompt_nonce: String::new(),
+            command_manifest: String::new(),
         }
     }
 

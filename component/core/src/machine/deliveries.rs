@@ -78,7 +78,7 @@ impl Machine {
         &mut self,
         now: Now,
         conn: u32,
-        event: MessageEvent,
+        mut event: MessageEvent,
         buffer_id: Option<String>,
         key: Option<String>,
     ) {
@@ -116,6 +116,21 @@ impl Machine {
                 return;
             }
         }
+        // Step 4 (§6.2): a prompt answer is consumed, never delivered; it
+        // is admitted at once (seen, and acked when buffered).
+        if event.prompt_response.is_some() {
+            self.routes.capture(&event);
+            self.stamp_session_thread(&mut event);
+            if self.consume_prompt_answer(now, &event) {
+                if let Some(k) = key {
+                    self.deliveries.seen.insert(k);
+                }
+                if let Some(b) = buffer_id {
+                    self.ack(conn, b);
+                }
+                return;
+            }
+        }
         // Live frames before the connector's answer to `going_idle` are the
         // flip window; after an ack, or once it went unanswered, they mean
         // the connector ignores it.
@@ -144,6 +159,7 @@ impl Machine {
                 return;
             }
         }
+        self.stamp_session_thread(&mut event);
         // The reply to this message needs the route: keep it until the
         // gateway's verdict (a reply made before then is pending and pins
         // it on its own).

@@ -2,6 +2,7 @@
 //! mirror the WIT world (`wit/v0.2/relay.wit`) one to one, so the component's
 //! glue only converts types.
 
+use super::prompts::{PromptAnswer, PromptSend};
 use crate::event::MessageEvent;
 use crate::outcome::{ChatInfo, SendResult};
 use serde::Serialize;
@@ -86,6 +87,8 @@ pub enum Command<'a> {
         /// Explicit egress platform.
         platform: Option<&'a str>,
     },
+    /// A command of a typed lane new in WIT 0.2 (§6.6.2, §6.12, §6.13).
+    Lane(&'a Lane),
     /// Ask the connector to interrupt a session (§2.9).
     Interrupt {
         /// The session.
@@ -101,6 +104,154 @@ pub enum Command<'a> {
     HoldRedial,
     /// Resume re-dialing.
     ReleaseRedial,
+}
+
+/// A command of a typed lane new in WIT 0.2 (the `lane-command` variant).
+/// Owned, since these lanes are off the hot path and the host keeps the
+/// command while it waits for admission. Each completes once: the
+/// processing reactions with [`Completion::Done`] as soon as their frames
+/// are queued (best-effort, §6.12), every other lane with
+/// [`Completion::Sent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lane {
+    /// Delete a message; only when the chat's descriptor lists `delete`
+    /// (no legacy fallback), else a failed result and no wire traffic.
+    Delete {
+        /// Target chat.
+        chat_id: String,
+        /// Message to delete.
+        message_id: String,
+        /// Metadata JSON object.
+        metadata: String,
+    },
+    /// Clear a Slack chat's typing status (`typing` with `content: ""`);
+    /// nothing is sent for other chats.
+    StopTyping {
+        /// Target chat.
+        chat_id: String,
+        /// Metadata JSON object.
+        metadata: String,
+    },
+    /// Add or remove one reaction; op-gated on `react`.
+    React {
+        /// Target chat.
+        chat_id: String,
+        /// Message reacted to.
+        message_id: String,
+        /// The emoji.
+        emoji: String,
+        /// Remove instead of add.
+        remove: bool,
+        /// Metadata JSON object.
+        metadata: String,
+    },
+    /// React "in progress" on the event's reply anchor (§6.12).
+    ProcessingStart {
+        /// The event's JSON as delivered.
+        event: String,
+    },
+    /// Replace "in progress" with the outcome's emoji (§6.12).
+    ProcessingComplete {
+        /// The event's JSON as delivered.
+        event: String,
+        /// How the turn ended.
+        outcome: ProcessingOutcome,
+    },
+    /// Create a thread under a parent chat (§6.13); the result's
+    /// `thread_id` (or `message_id`) names it.
+    ThreadCreate {
+        /// The parent chat.
+        parent_chat_id: String,
+        /// Thread name before the §2.7 rules.
+        name: String,
+        /// Metadata JSON object.
+        metadata: String,
+    },
+    /// Rename a thread (§6.13).
+    ThreadRename {
+        /// The thread.
+        thread_id: String,
+        /// New name before the §2.7 rules.
+        name: String,
+        /// The rename guard.
+        guard: RenameGuard,
+        /// Address the parent instead of the thread.
+        parent_chat_id: Option<String>,
+        /// Metadata JSON object.
+        metadata: String,
+    },
+    /// One interim native draft frame (§6.14).
+    SendDraft {
+        /// Target chat.
+        chat_id: String,
+        /// The stream's id.
+        draft_id: u64,
+        /// The stream's text so far.
+        content: String,
+        /// Metadata JSON object (keys the turn).
+        metadata: String,
+    },
+    /// Seal the chat's open stream in place (§6.14, `/stop`, `/new`).
+    AbandonOpenDraft {
+        /// Target chat.
+        chat_id: String,
+        /// The final text.
+        content: String,
+    },
+    /// Show or update a plan-mode task card (§2.7 `task_card`, §9.10); a
+    /// content lane, op-gated on a literal `supported_ops` entry.
+    TaskCard {
+        /// Target chat.
+        chat_id: String,
+        /// The turn's reply-to id (keys the card, threads a Slack card).
+        reply_to: Option<String>,
+        /// The card's chunks: a JSON array of objects.
+        chunks: String,
+        /// Metadata JSON object.
+        metadata: String,
+    },
+    /// Stop the turn's task card (§2.7 `task_card_stop`); cosmetic.
+    TaskCardStop {
+        /// Target chat.
+        chat_id: String,
+        /// The same reply-to id as the card's.
+        reply_to: Option<String>,
+        /// Metadata JSON object (the same turn keys as the card's).
+        metadata: String,
+    },
+    /// Send a prompt minted by [`super::Machine::mint_prompt`] (§6.11).
+    Prompt(PromptSend),
+    /// The chat's auto-thread feedback (§6.13, §9.5): at once when known,
+    /// else from the next send into the chat, else a miss at the timeout.
+    AutoThreadInfo {
+        /// The chat.
+        chat_id: String,
+        /// Longest wait in milliseconds.
+        timeout_ms: u64,
+    },
+}
+
+/// How a turn ended, for the processing reactions (§6.12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessingOutcome {
+    /// Success emoji.
+    Success,
+    /// Failure emoji.
+    Failure,
+    /// No emoji; "in progress" is only removed.
+    Cancelled,
+}
+
+/// The guard of a thread rename (§2.7 `thread_rename`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenameGuard {
+    /// Unconditional.
+    None,
+    /// `only_if_connector_created: true` (preferred: the connector enforces
+    /// "a human rename wins").
+    ConnectorCreated,
+    /// `only_if_current_name`.
+    CurrentName(String),
 }
 
 /// One input to the machine.
@@ -358,4 +509,7 @@ pub enum Output {
         /// Text.
         message: String,
     },
+    /// The answer to a prompt this instance minted (§6.11); the answering
+    /// event is never delivered as chat.
+    PromptAnswer(Box<PromptAnswer>),
 }

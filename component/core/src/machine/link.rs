@@ -110,10 +110,16 @@ impl Machine {
             deadline: t.saturating_add(ms(self.cfg.handshake_timeout_ms)),
         };
         for identity in self.identities.clone() {
+            // The manifest goes only on the Discord hello (§2.2).
+            let command_manifest = if identity.platform == "discord" {
+                self.manifest.clone()
+            } else {
+                None
+            };
             let hello = GatewayFrame::Hello {
                 platform: identity.platform,
                 bot_id: identity.bot_id,
-                command_manifest: None,
+                command_manifest,
             };
             self.send_frame(conn, &hello, None);
         }
@@ -156,13 +162,7 @@ impl Machine {
             && c == conn
             && let Some(p) = self.take_pending(&request_id)
         {
-            let completion = match p.kind {
-                PendingKind::ChatInfo { chat_id } => {
-                    Completion::ChatInfo(ChatInfo::local(&chat_id))
-                }
-                PendingKind::Sent { .. } => Completion::Sent(SendResult::send_failed(error, false)),
-            };
-            self.complete(p.request, completion);
+            self.finish_pending(p, SendResult::send_failed(error, false));
         }
         self.log(
             Level::Debug,

@@ -8,10 +8,20 @@
 
 mod config;
 mod deliveries;
+#[cfg(test)]
+mod draft_tests;
+mod drafts;
+mod egress;
 mod idle;
 mod io;
+#[cfg(test)]
+mod lane_tests;
+mod lanes;
 mod link;
 mod outbound;
+#[cfg(test)]
+mod prompt_tests;
+mod prompts;
 mod receive;
 #[cfg(test)]
 mod sim;
@@ -26,9 +36,19 @@ pub use io::*;
 pub use stats::Stats;
 
 use deliveries::Deliveries;
+use drafts::Drafts;
+use egress::Knobs;
+pub use egress::has_link;
 use idle::{Idle, IdlePurpose, IdleWait};
+use lanes::Lanes;
+pub use lanes::{ReactionSet, reaction_set, task_card_id, thread_create_name, thread_rename_name};
 use link::{Link, Phase};
 use outbound::{Outbound, PendingKind};
+use prompts::Prompts;
+pub use prompts::{
+    NO_LONGER_WAITING, PROMPT_TTL_MS, PromptAnswer, PromptOption, PromptSend, valid_nonce,
+    valid_prompt_part,
+};
 use receive::Receive;
 use stats::LabelCounts;
 
@@ -75,12 +95,24 @@ const NS_PER_MS: u64 = 1_000_000;
 pub enum ConfigError {
     /// The connector URL is unusable.
     Url(crate::url::UrlError),
+    /// `platform_extra` is not a JSON object.
+    PlatformExtra,
+    /// `prompt_nonce` is not 6 lowercase hex digits.
+    PromptNonce,
 }
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConfigError::Url(e) => write!(f, "configuration rejected: {e}"),
+            ConfigError::PromptNonce => write!(
+                f,
+                "configuration rejected: prompt-nonce must be 6 lowercase hex digits"
+            ),
+            ConfigError::PlatformExtra => write!(
+                f,
+                "configuration rejected: platform-extra is not a JSON object"
+            ),
         }
     }
 }
@@ -111,6 +143,21 @@ pub struct Machine {
     outbound: Outbound,
     /// Going idle: shutdown, dormancy, overload.
     idle: Idle,
+    /// The 0.2 lanes: auto-thread feedback and its waiters.
+    lanes: Lanes,
+    /// The operator's egress knobs (format hints, Slack rules).
+    knobs: Knobs,
+    /// Native draft streams: armed streams and seal tombstones.
+    drafts: Drafts,
+    /// Minted prompts awaiting an answer, resolved ids.
+    prompts: Prompts,
+    /// The validated command manifest for the Discord `hello` (§9.6).
+    manifest: Option<Value>,
+    /// Why manifest entries were skipped, logged at start.
+    manifest_warnings: Vec<String>,
+    /// The clocks of the input being handled (a seal retry issued from a
+    /// completion needs them).
+    now: Now,
     routes: RoutingCache,
 
     last_deadline: Option<u64>,
@@ -158,6 +205,16 @@ impl Machine {
     /// A machine for `cfg`, with `seed` for request ids and jitter.
     pub fn new(cfg: Config, seed: u64) -> Result<Machine, ConfigError> {
         let url = crate::url::dial_url(&cfg.connector_url).map_err(ConfigError::Url)?;
+        let knobs = Knobs::parse(&cfg.platform_extra).map_err(|_| ConfigError::PlatformExtra)?;
+        let manifest = crate::manifest::parse(&cfg.command_manifest);
+        let mut rng = Rng::new(seed);
+        let nonce = if cfg.prompt_nonce.is_empty() {
+            format!("{:06x}", rng.next_u64() & 0x00ff_ffff)
+        } else if valid_nonce(&cfg.prompt_nonce) {
+            cfg.prompt_nonce.clone()
+        } else {
+            return Err(ConfigError::PromptNonce);
+        };
         let identities = cfg.effective_identities();
         let primary = identities
             .first()
@@ -166,7 +223,7 @@ impl Machine {
         Ok(Machine {
             identities,
             url,
-            rng: Rng::new(seed),
+            rng,
             outputs: VecDeque::new(),
             write_tags: VecDeque::new(),
             last_polled_send: None,
@@ -175,6 +232,13 @@ impl Machine {
             deliveries: Deliveries::new(cfg.seen_capacity),
             outbound: Outbound::default(),
             idle: Idle::default(),
+            lanes: Lanes::default(),
+            knobs,
+            drafts: Drafts::default(),
+            prompts: Prompts::new(nonce),
+            manifest: (!manifest.commands.is_empty()).then_some(Value::Array(manifest.commands)),
+            manifest_warnings: manifest.warnings,
+            now: Now::default(),
             routes: RoutingCache::new(cfg.route_capacity),
             last_deadline: None,
             reported: None,
@@ -197,10 +261,14 @@ impl Machine {
 
     /// Feeds one input.
     pub fn handle(&mut self, now: Now, input: Input<'_>) {
+        self.now = now;
         let t = now.mono_ns;
         let mut force_deadline = false;
         match input {
             Input::Start => {
+                for warning in std::mem::take(&mut self.manifest_warnings) {
+                    self.log(Level::Warn, warning);
+                }
                 if self.link.phase == Phase::NotStarted {
                     self.dial(now);
                 }
@@ -300,7 +368,8 @@ impl Machine {
         s.frames_in = self.frames_in.to_map();
         s.frames_out = self.frames_out.to_map();
         s.skipped = self.skipped.to_map();
-        s.pending = self.outbound.pending.len();
+        s.pending = self.outbound.pending.len() - self.outbound.background;
+        s.pending_background = self.outbound.background;
         s.undelivered = self.deliveries.in_flight.len();
         s.routes = self.routes.len();
         s.route_pins = self.routes.pinned();
@@ -329,6 +398,9 @@ impl Machine {
         }
         self.reported = Some((state, detail.clone()));
         self.outputs.push_back(Output::State { state, detail });
+        if matches!(state, State::Stopped | State::Disabled) {
+            self.end_auto_thread_waits();
+        }
     }
 
     pub(super) fn complete(&mut self, request: u64, completion: Completion) {

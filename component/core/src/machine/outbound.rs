@@ -6,18 +6,96 @@ use super::*;
 
 #[derive(Debug, Clone)]
 pub(super) enum PendingKind {
-    Sent { op: String, chat_id: Option<String> },
-    ChatInfo { chat_id: String },
+    Sent {
+        op: String,
+        chat_id: Option<String>,
+    },
+    ChatInfo {
+        chat_id: String,
+    },
+    /// A best-effort frame no caller waits for (processing reactions, the
+    /// typing clear after an interrupt): its result is only logged.
+    Background {
+        op: String,
+        chat_id: Option<String>,
+    },
+    /// An interim `draft` frame (§6.14).
+    Draft {
+        chat_id: String,
+        key: String,
+        draft_id: u64,
+    },
+    /// A sealing `draft` frame (§6.14).
+    Seal(Box<Seal>),
+    /// The plain send after a seal that may have landed: its failure is
+    /// reported ambiguous.
+    FailOpen {
+        chat_id: String,
+    },
+    /// A `prompt` frame (§6.11).
+    Prompt {
+        chat_id: String,
+        prompt_id: String,
+    },
 }
 
 impl PendingKind {
     /// The chat whose route this request pins while it is pending.
     pub(super) fn chat_id(&self) -> Option<&str> {
         match self {
-            PendingKind::Sent { chat_id, .. } => chat_id.as_deref(),
-            PendingKind::ChatInfo { chat_id } => Some(chat_id),
+            PendingKind::Sent { chat_id, .. } | PendingKind::Background { chat_id, .. } => {
+                chat_id.as_deref()
+            }
+            PendingKind::ChatInfo { chat_id }
+            | PendingKind::Draft { chat_id, .. }
+            | PendingKind::FailOpen { chat_id }
+            | PendingKind::Prompt { chat_id, .. } => Some(chat_id),
+            PendingKind::Seal(seal) => Some(&seal.chat_id),
         }
     }
+
+    /// The op on the wire, for logs.
+    pub(super) fn op(&self) -> &str {
+        match self {
+            PendingKind::Sent { op, .. } | PendingKind::Background { op, .. } => op,
+            PendingKind::ChatInfo { .. } => "get_chat_info",
+            PendingKind::Draft { .. } | PendingKind::Seal(_) => "draft",
+            PendingKind::FailOpen { .. } => "send",
+            PendingKind::Prompt { .. } => "prompt",
+        }
+    }
+}
+
+/// A sealing request in flight.
+#[derive(Debug, Clone)]
+pub(super) struct Seal {
+    pub(super) chat_id: String,
+    /// The `draft` action with `final: true` (re-sent as is on a retry).
+    pub(super) action: Map<String, Value>,
+    /// The plain `send` action the final falls back to.
+    pub(super) plain: Map<String, Value>,
+    pub(super) tag: Option<String>,
+    /// 1 for the first frame, 2 for its retry.
+    pub(super) attempt: u8,
+}
+
+/// Who a request's outcome goes to.
+#[derive(Debug, Clone)]
+pub(super) enum Purpose {
+    /// The caller, as [`Completion::Sent`].
+    Reply,
+    /// The caller, as [`Completion::ChatInfo`] for this chat.
+    ChatInfo(String),
+    /// Nobody: best-effort, logged only.
+    Background,
+    /// The caller, through the draft rules (§6.14).
+    Draft { key: String, draft_id: u64 },
+    /// The caller, through the sealing rules (§6.14).
+    Seal(Box<Seal>),
+    /// The caller; a failure is ambiguous (a seal may have landed).
+    FailOpen,
+    /// The caller, through the prompt rules (§6.11), for this prompt id.
+    Prompt(String),
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +117,9 @@ pub(super) struct Outbound {
     /// Outbound frames (with their request ids) held during a drain
     /// re-dial, written once the new socket opens.
     pub(super) held: Vec<(String, GatewayFrame)>,
+    /// Pending entries of background frames: bounded on their own, so they
+    /// never take a slot an admitted caller's request needs.
+    pub(super) background: usize,
 }
 
 impl Machine {
@@ -52,15 +133,9 @@ impl Machine {
                 break;
             };
             if let Some(p) = self.outbound.pending.remove(&request_id) {
-                self.unpin_pending(&p);
+                self.release_pending(&p);
                 self.stats.timeouts += 1;
-                let completion = match p.kind {
-                    PendingKind::ChatInfo { chat_id } => {
-                        Completion::ChatInfo(ChatInfo::local(&chat_id))
-                    }
-                    PendingKind::Sent { .. } => Completion::Sent(SendResult::timed_out()),
-                };
-                self.complete(p.request, completion);
+                self.finish_pending(p, SendResult::timed_out());
             }
         }
     }
@@ -74,6 +149,15 @@ impl Machine {
                 metadata,
                 platform,
             } => {
+                let mut caller = self.caller_metadata(metadata);
+                // A non-interim send seals the turn's open stream (§6.14).
+                if !self.drafts.is_empty()
+                    && !drafts::truthy_value(caller.get("_interim_send"))
+                    && (platform.is_none_or(|p| self.fronts_platform(p)))
+                    && self.try_seal(now, request, chat_id, content, reply_to, &caller, platform)
+                {
+                    return;
+                }
                 let tag = match platform {
                     Some(p) if !self.fronts_platform(p) => {
                         self.complete(request, Completion::Sent(SendResult::not_fronted(p)));
@@ -83,11 +167,13 @@ impl Machine {
                     None => self.routes.platform(chat_id).map(str::to_owned),
                 };
                 self.check_route("send", chat_id, platform.is_none() && tag.is_some());
-                let metadata = self.wire_metadata(chat_id, metadata);
+                let reply_to =
+                    self.egress_prep(chat_id, platform, tag.as_deref(), reply_to, &mut caller);
+                let metadata = self.routes.reattach(chat_id, &caller);
                 let action = Action::Send {
                     chat_id: chat_id.to_owned(),
                     content: content.to_owned(),
-                    reply_to: reply_to.map(str::to_owned),
+                    reply_to,
                     metadata,
                 };
                 self.outbound(now, request, action, tag, None);
@@ -100,7 +186,9 @@ impl Machine {
             } => {
                 let tag = self.routes.platform(chat_id).map(str::to_owned);
                 self.check_route("edit", chat_id, tag.is_some());
-                let metadata = self.wire_metadata(chat_id, metadata);
+                let mut caller = self.caller_metadata(metadata);
+                self.stamp_format_hints(chat_id, None, &mut caller);
+                let metadata = self.routes.reattach(chat_id, &caller);
                 let action = Action::Edit {
                     chat_id: chat_id.to_owned(),
                     message_id: message_id.to_owned(),
@@ -116,11 +204,14 @@ impl Machine {
             } => {
                 let tag = self.routes.platform(chat_id).map(str::to_owned);
                 self.check_route("typing", chat_id, tag.is_some());
-                let metadata = self.wire_metadata(chat_id, metadata);
+                let mut metadata = self.wire_metadata(chat_id, metadata);
+                self.slack_status_anchor(chat_id, &mut metadata);
+                // `""` is the explicit clear, only ever sent by stop-typing
+                // for Slack chats (§2.7): here it means "no phrase".
                 let action = Action::Typing {
                     chat_id: chat_id.to_owned(),
                     metadata,
-                    content: content.map(str::to_owned),
+                    content: content.filter(|c| !c.is_empty()).map(str::to_owned),
                 };
                 self.outbound(now, request, action, tag, None);
             }
@@ -157,6 +248,7 @@ impl Machine {
             Command::RawAction { action, platform } => {
                 self.raw_action(now, request, action, platform)
             }
+            Command::Lane(lane) => self.on_lane(now, request, lane),
             Command::Interrupt {
                 session_key,
                 reason,
@@ -211,7 +303,14 @@ impl Machine {
     }
 
     pub(super) fn wire_metadata(&mut self, chat_id: &str, metadata: &str) -> Map<String, Value> {
-        let caller = match parse_object(metadata) {
+        let caller = self.caller_metadata(metadata);
+        self.routes.reattach(chat_id, &caller)
+    }
+
+    /// The caller's metadata object; anything else is `{}` (with a warning
+    /// unless blank).
+    pub(super) fn caller_metadata(&mut self, metadata: &str) -> Map<String, Value> {
+        match parse_object(metadata) {
             Some(m) => m,
             None => {
                 if !metadata.trim().is_empty() {
@@ -222,8 +321,7 @@ impl Machine {
                 }
                 Map::new()
             }
-        };
-        self.routes.reattach(chat_id, &caller)
+        }
     }
 
     pub(super) fn raw_action(
@@ -299,12 +397,52 @@ impl Machine {
         platform: Option<String>,
         chat_info: Option<String>,
     ) {
-        let fail = |m: &mut Machine, result: SendResult| {
-            let completion = match &chat_info {
-                Some(chat) => Completion::ChatInfo(ChatInfo::local(chat)),
-                None => Completion::Sent(result),
-            };
-            m.complete(request, completion);
+        let purpose = match chat_info {
+            Some(chat) => Purpose::ChatInfo(chat),
+            None => Purpose::Reply,
+        };
+        self.issue(now, request, action, platform, purpose);
+    }
+
+    /// Writes (or holds) one outbound request and records it as pending;
+    /// a request that cannot go out completes at once (or, in the
+    /// background, is logged).
+    pub(super) fn issue(
+        &mut self,
+        now: Now,
+        request: u64,
+        action: Action,
+        platform: Option<String>,
+        purpose: Purpose,
+    ) {
+        let chat_of = |a: &Action| a.chat_id().unwrap_or("").to_owned();
+        let background = matches!(purpose, Purpose::Background);
+        let kind = match purpose {
+            Purpose::ChatInfo(chat_id) => PendingKind::ChatInfo { chat_id },
+            Purpose::Reply => PendingKind::Sent {
+                op: action.op().to_owned(),
+                chat_id: action.chat_id().map(str::to_owned),
+            },
+            Purpose::Background => PendingKind::Background {
+                op: action.op().to_owned(),
+                chat_id: action.chat_id().map(str::to_owned),
+            },
+            Purpose::Draft { key, draft_id } => PendingKind::Draft {
+                chat_id: chat_of(&action),
+                key,
+                draft_id,
+            },
+            Purpose::Seal(seal) => PendingKind::Seal(seal),
+            Purpose::FailOpen => PendingKind::FailOpen {
+                chat_id: chat_of(&action),
+            },
+            Purpose::Prompt(prompt_id) => PendingKind::Prompt {
+                chat_id: chat_of(&action),
+                prompt_id,
+            },
+        };
+        let fail = |m: &mut Machine, kind: PendingKind, result: SendResult| {
+            m.finish_kind(request, kind, result)
         };
         let closing = self.is_terminal()
             || self
@@ -313,19 +451,24 @@ impl Machine {
                 .as_ref()
                 .is_some_and(|s| s.drain_deadline.is_some());
         if closing {
-            return fail(self, SendResult::transport_closed());
+            return fail(self, kind, SendResult::transport_closed());
         }
         let conn = self.live_conn();
         let hold = conn.is_none() && self.idle.drain_redial;
         if conn.is_none() && !hold {
-            return fail(self, SendResult::not_connected());
+            return fail(self, kind, SendResult::not_connected());
         }
-        if self.outbound.pending.len() >= self.cfg.max_pending {
+        let in_class = if background {
+            self.outbound.background
+        } else {
+            self.outbound.pending.len() - self.outbound.background
+        };
+        if in_class >= self.cfg.max_pending {
             let r = SendResult::failure(&format!(
                 "relay pending limit reached ({} requests awaiting results)",
                 self.cfg.max_pending
             ));
-            return fail(self, r);
+            return fail(self, kind, r);
         }
         let request_id = self.rng.request_id();
         let bot_id = platform.as_ref().and_then(|p| {
@@ -334,13 +477,9 @@ impl Machine {
                 .find(|i| &i.platform == p && !i.bot_id.is_empty())
                 .map(|i| i.bot_id.clone())
         });
-        let kind = match chat_info {
-            Some(chat_id) => PendingKind::ChatInfo { chat_id },
-            None => PendingKind::Sent {
-                op: action.op().to_owned(),
-                chat_id: action.chat_id().map(str::to_owned),
-            },
-        };
+        if background {
+            self.outbound.background += 1;
+        }
         let frame = GatewayFrame::Outbound {
             request_id: request_id.clone(),
             action,
@@ -380,13 +519,7 @@ impl Machine {
         self.idle.drain_redial = false;
         for (request_id, _) in std::mem::take(&mut self.outbound.held) {
             if let Some(p) = self.take_pending(&request_id) {
-                let completion = match p.kind {
-                    PendingKind::ChatInfo { chat_id } => {
-                        Completion::ChatInfo(ChatInfo::local(&chat_id))
-                    }
-                    PendingKind::Sent { .. } => Completion::Sent(SendResult::not_connected()),
-                };
-                self.complete(p.request, completion);
+                self.finish_pending(p, SendResult::not_connected());
             }
         }
     }
@@ -394,14 +527,85 @@ impl Machine {
     pub(super) fn take_pending(&mut self, request_id: &str) -> Option<Pending> {
         let p = self.outbound.pending.remove(request_id)?;
         self.outbound.timeouts.remove(&p.timeout_key);
-        self.unpin_pending(&p);
+        self.release_pending(&p);
         Some(p)
     }
 
-    pub(super) fn unpin_pending(&mut self, p: &Pending) {
+    /// A pending entry left the table: its route pin and its class count go.
+    pub(super) fn release_pending(&mut self, p: &Pending) {
         if let Some(chat) = p.kind.chat_id() {
             self.routes.unpin(chat);
         }
+        if matches!(p.kind, PendingKind::Background { .. }) {
+            self.outbound.background = self.outbound.background.saturating_sub(1);
+        }
+    }
+
+    /// Completes a pending request with a synthesized `result` (a chat-info
+    /// request with its local answer); a background one is only logged.
+    pub(super) fn finish_pending(&mut self, p: Pending, result: SendResult) {
+        self.finish_kind(p.request, p.kind, result);
+    }
+
+    /// Hands `result` to whoever `kind` says waits for it.
+    pub(super) fn finish_kind(&mut self, request: u64, kind: PendingKind, result: SendResult) {
+        match kind {
+            PendingKind::ChatInfo { chat_id } => {
+                self.complete(request, Completion::ChatInfo(ChatInfo::local(&chat_id)))
+            }
+            PendingKind::Sent { op, chat_id } => {
+                self.finish_sent(request, &op, chat_id.as_deref(), result)
+            }
+            PendingKind::Background { op, chat_id } => {
+                if !result.success && !result.declined {
+                    self.log(
+                        Level::Debug,
+                        format!(
+                            "relay {op} for {} failed: {}",
+                            chat_id.as_deref().unwrap_or("-"),
+                            result.error.as_deref().unwrap_or("")
+                        ),
+                    );
+                }
+            }
+            PendingKind::Draft { key, draft_id, .. } => {
+                self.draft_outcome(request, &key, draft_id, result)
+            }
+            PendingKind::Seal(seal) => self.seal_outcome(request, seal, result),
+            PendingKind::Prompt { prompt_id, .. } => {
+                self.prompt_outcome(request, &prompt_id, result)
+            }
+            PendingKind::FailOpen { chat_id } => {
+                let result = if result.success || result.declined || result.ambiguous {
+                    result
+                } else {
+                    SendResult::ambiguous_failure(
+                        result
+                            .error
+                            .as_deref()
+                            .unwrap_or("relay draft seal unconfirmed and the plain send failed"),
+                    )
+                };
+                self.finish_sent(request, "send", Some(&chat_id), result)
+            }
+        }
+    }
+
+    /// Completes a caller's request; a `send` also feeds the chat's
+    /// auto-thread feedback and wakes its waiters (§6.6.1 step 8).
+    pub(super) fn finish_sent(
+        &mut self,
+        request: u64,
+        op: &str,
+        chat_id: Option<&str>,
+        result: SendResult,
+    ) {
+        if op == "send"
+            && let Some(chat) = chat_id
+        {
+            self.after_send(chat, &result);
+        }
+        self.complete(request, Completion::Sent(result));
     }
 
     pub(super) fn fail_all_pending(&mut self, result: SendResult) {
@@ -409,18 +613,12 @@ impl Machine {
         let mut all: Vec<Pending> = self.outbound.pending.drain().map(|(_, p)| p).collect();
         self.outbound.timeouts.clear();
         for p in &all {
-            self.unpin_pending(p);
+            self.release_pending(p);
         }
         // Complete in issue order so callers see a stable sequence.
         all.sort_by_key(|p| p.timeout_key.1);
         for p in all {
-            let completion = match p.kind {
-                PendingKind::ChatInfo { chat_id } => {
-                    Completion::ChatInfo(ChatInfo::local(&chat_id))
-                }
-                PendingKind::Sent { .. } => Completion::Sent(result.clone()),
-            };
-            self.complete(p.request, completion);
+            self.finish_pending(p, result.clone());
         }
     }
 }

@@ -91,10 +91,16 @@ impl Machine {
             ConnectorFrame::InterruptInbound {
                 session_key,
                 chat_id,
-            } => self.outputs.push_back(Output::Interrupt {
-                session_key,
-                chat_id,
-            }),
+            } => {
+                // The gateway's signal first; the Slack typing clear goes
+                // out in the background, never waited on (§6.9).
+                let clear = chat_id.clone();
+                self.outputs.push_back(Output::Interrupt {
+                    session_key,
+                    chat_id,
+                });
+                self.clear_typing_in_background(now, &clear);
+            }
         }
     }
 
@@ -197,26 +203,27 @@ impl Machine {
             );
             return;
         };
-        let completion = match p.kind {
+        match p.kind {
             PendingKind::ChatInfo { chat_id } => {
-                Completion::ChatInfo(ChatInfo::from_result_json(raw, &chat_id))
+                let info = ChatInfo::from_result_json(raw, &chat_id);
+                self.complete(p.request, Completion::ChatInfo(info));
             }
-            PendingKind::Sent { op, chat_id } => {
+            kind => {
                 let result = SendResult::from_result_json(raw);
                 if result.declined {
                     self.log(
                         Level::Warn,
                         format!(
-                            "relay {op} DECLINED for {}: {}",
-                            chat_id.as_deref().unwrap_or("-"),
+                            "relay {} DECLINED for {}: {}",
+                            kind.op(),
+                            kind.chat_id().unwrap_or("-"),
                             crate::outcome::decline_error(&result)
                         ),
                     );
                 }
-                Completion::Sent(result)
+                self.finish_kind(p.request, kind, result);
             }
-        };
-        self.complete(p.request, completion);
+        }
         if let Some(sd) = &self.idle.shutdown
             && sd.drain_deadline.is_some()
             && self.outbound.pending.is_empty()

@@ -9,7 +9,10 @@ use crate::frame::GatewayFrame;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 
-const DESCRIPTOR: &str = r#"{"contract_version":1,"platform":"discord","label":"Discord","max_message_length":2000,"supports_draft_streaming":false,"supports_edit":true,"supports_threads":true,"markdown_dialect":"discord","len_unit":"chars","supported_ops":["send","edit","typing","follow_up","get_chat_info","react"]}"#;
+const DESCRIPTOR: &str = r#"{"contract_version":1,"platform":"discord","label":"Discord","max_message_length":2000,"supports_draft_streaming":false,"supports_edit":true,"supports_threads":true,"markdown_dialect":"discord","len_unit":"chars","supported_ops":["send","edit","typing","follow_up","get_chat_info","react","delete","thread_create","prompt"]}"#;
+/// Odd seeds: a connector where the stream is the message (native drafts
+/// armed and sealed), with block formatting.
+const SLACK_DESCRIPTOR: &str = r#"{"contract_version":1,"platform":"slack","label":"Slack","max_message_length":4000,"supports_draft_streaming":true,"supports_edit":true,"supports_threads":true,"markdown_dialect":"mrkdwn","len_unit":"chars","supports_block_formatting":true,"supported_ops":["send","edit","typing","draft","delete","react","prompt"]}"#;
 
 struct World {
     h: Harness,
@@ -30,6 +33,10 @@ struct World {
     conn: Option<u32>,
     dialing: Option<u32>,
     scanned: usize,
+    /// Prompt ids minted so far.
+    prompts: Vec<String>,
+    /// Prompt ids answered.
+    answered: HashSet<String>,
 }
 
 macro_rules! check {
@@ -74,6 +81,8 @@ impl World {
             conn: None,
             dialing: None,
             scanned: 0,
+            prompts: Vec::new(),
+            answered: HashSet::new(),
         }
     }
 
@@ -127,7 +136,26 @@ impl World {
                     );
                     self.completed.insert(request);
                 }
+                Output::PromptAnswer(a) => {
+                    check!(
+                        self,
+                        self.answered.insert(a.prompt_id.clone()),
+                        "prompt {} answered twice",
+                        a.prompt_id
+                    );
+                    check!(
+                        self,
+                        self.prompts.contains(&a.prompt_id),
+                        "answer for a prompt never minted: {}",
+                        a.prompt_id
+                    );
+                }
                 Output::Deliver(d) => {
+                    check!(
+                        self,
+                        d.event.prompt_response.is_none(),
+                        "a prompt answer was delivered as chat"
+                    );
                     let key = dedupe_key(&d.event);
                     if let Some(k) = &key {
                         check!(
@@ -149,6 +177,17 @@ impl World {
         }
         let s = self.h.m.stats();
         check!(self, s.pending <= 8, "pending {} over its bound", s.pending);
+        check!(
+            self,
+            s.pending_background <= 8,
+            "background pending {} over its bound",
+            s.pending_background
+        );
+        check!(
+            self,
+            s.pending + s.pending_background == self.h.m.outbound.pending.len(),
+            "pending classes do not add up"
+        );
         check!(self, s.seen <= 512, "seen-set over its bound");
         check!(
             self,
@@ -159,7 +198,7 @@ impl World {
         // simulation holds no routes for waiting callers).
         check!(
             self,
-            s.route_pins <= s.undelivered + s.pending + s.reply_holds,
+            s.route_pins <= s.undelivered + s.pending + s.pending_background + s.reply_holds,
             "route pins {} leaked past {} deliveries and {} requests",
             s.route_pins,
             s.undelivered,
@@ -212,18 +251,32 @@ impl World {
                 if let Some(conn) = self.conn {
                     let line = if self.pick(12) == 0 {
                         r#"{"type":"descriptor","descriptor":{"platform":"x"}}"#.to_owned()
+                    } else if self.seed % 2 == 1 {
+                        format!(r#"{{"type":"descriptor","descriptor":{SLACK_DESCRIPTOR}}}"#)
                     } else {
                         format!(r#"{{"type":"descriptor","descriptor":{DESCRIPTOR}}}"#)
                     };
                     self.h.recv(conn, &line);
                 }
             }
-            // Inbound, live or buffered, from a small key pool (duplicates).
+            // Inbound, live or buffered, from a small key pool (duplicates);
+            // some are presses on prompts (minted, forgotten or foreign).
             33..=47 => {
                 if let Some(conn) = self.conn {
                     let n = self.pick(12);
                     let mut v = json!({"type":"inbound","event":{"text":"t","message_id":format!("m-{n}"),
                         "source":{"platform":"discord","chat_id":"c","user_id":"u","scope_id":"g"}}});
+                    if self.pick(6) == 0 {
+                        let ours = self.pick(2) == 0;
+                        let foreign = ["a1b2c3.0b7e44d2", "legacy"][self.pick(2) as usize];
+                        let id = match self.prompts.last() {
+                            Some(id) if ours => id.clone(),
+                            _ => foreign.to_owned(),
+                        };
+                        v["event"]["prompt_response"] = json!({"prompt_id":id,"option_id":"once"});
+                        // Consumed at admission: it counts as accepted.
+                        self.accepted_keys.insert(format!("discord:c:m-{n}"));
+                    }
                     if self.pick(2) == 0 {
                         v["bufferId"] = json!(format!("b-{n}"));
                     }
@@ -241,8 +294,16 @@ impl World {
                     } else {
                         self.unanswered.swap_remove(i)
                     };
-                    let line =
-                        json!({"type":"outbound_result","requestId":rid,"result":{"success":true}});
+                    let result = match self.pick(8) {
+                        0 => json!({"success":false,"error":"nope"}),
+                        1 => {
+                            json!({"success":false,"code":"egress_declined","error":"x egress declined: no"})
+                        }
+                        _ => {
+                            json!({"success":true,"message_id":"r1","thread_id":"t","auto_thread_name":"n"})
+                        }
+                    };
+                    let line = json!({"type":"outbound_result","requestId":rid,"result":result});
                     self.h.recv(conn, &line.to_string());
                 }
             }
@@ -291,18 +352,91 @@ impl World {
                 }
             }
             // Gateway commands.
-            76..=89 => self.command(Command::Send {
+            76..=85 => self.command(Command::Send {
                 chat_id: "c",
                 content: "x",
                 reply_to: None,
                 metadata: "{}",
                 platform: None,
             }),
-            90..=91 => self.command(Command::GetChatInfo { chat_id: "c" }),
-            92 => self.command(Command::RawAction {
-                action: r#"{"op":"react","chat_id":"c"}"#,
-                platform: None,
-            }),
+            91 => self.command(Command::GetChatInfo { chat_id: "c" }),
+            // Drafts: frames keyed by a few turns, and the turn-final sends
+            // that seal them (interim ones never do).
+            86..=89 => {
+                let turn = format!("t{}", self.pick(3));
+                let metadata = match self.pick(3) {
+                    0 => json!({"message_id": turn}),
+                    1 => json!({}),
+                    _ => json!({"message_id": turn, "_interim_send": true}),
+                }
+                .to_string();
+                if self.pick(2) == 0 {
+                    let lane = Lane::SendDraft {
+                        chat_id: "c".into(),
+                        draft_id: self.pick(4),
+                        content: "partial".into(),
+                        metadata,
+                    };
+                    self.command(Command::Lane(&lane));
+                } else {
+                    self.command(Command::Send {
+                        chat_id: "c",
+                        content: "final",
+                        reply_to: None,
+                        metadata: &metadata,
+                        platform: None,
+                    });
+                }
+            }
+            // Prompts: minted, then sent (or not).
+            90 => {
+                let now = Now::at_ms(self.h.now_ms);
+                let id = self.h.m.mint_prompt(now, "c", "approval");
+                self.prompts.push(id.clone());
+                let p = PromptSend {
+                    prompt_id: id,
+                    chat_id: "c".into(),
+                    question: "ok?".into(),
+                    options: vec![PromptOption {
+                        id: "once".into(),
+                        label: "Once".into(),
+                        style: None,
+                    }],
+                    choices: Vec::new(),
+                    reply_to: None,
+                    metadata: "{}".into(),
+                    timeout_s: None,
+                    prompt_kind: "approval".into(),
+                };
+                self.command(Command::Lane(&Lane::Prompt(p)));
+            }
+            92 => match self.pick(5) {
+                0 => self.command(Command::RawAction {
+                    action: r#"{"op":"react","chat_id":"c"}"#,
+                    platform: None,
+                }),
+                // The 0.2 lanes: background frames, waiters and gated ops
+                // keep "every command completes exactly once".
+                1 => self.command(Command::Lane(&Lane::ProcessingComplete {
+                    event: r#"{"source":{"platform":"discord","chat_id":"c","message_id":"m1"}}"#
+                        .into(),
+                    outcome: ProcessingOutcome::Success,
+                })),
+                2 => self.command(Command::Lane(&Lane::AutoThreadInfo {
+                    chat_id: "c".into(),
+                    timeout_ms: 3_000,
+                })),
+                3 => self.command(Command::Lane(&Lane::ThreadCreate {
+                    parent_chat_id: "c".into(),
+                    name: "t".into(),
+                    metadata: "{}".into(),
+                })),
+                _ => self.command(Command::Lane(&Lane::Delete {
+                    chat_id: "c".into(),
+                    message_id: "m1".into(),
+                    metadata: "{}".into(),
+                })),
+            },
             93 => self.command(Command::Interrupt {
                 session_key: "k",
                 reason: None,
@@ -337,6 +471,12 @@ impl World {
                 }
                 Output::Deliver(_) => {
                     seen.insert("deliver");
+                }
+                Output::PromptAnswer(_) => {
+                    seen.insert("prompt_answer");
+                }
+                Output::SendText { text, .. } if text.contains(r#""final":true"#) => {
+                    seen.insert("seal");
                 }
                 Output::SendText { text, .. } if text.contains("inbound_ack") => {
                     seen.insert("ack");
@@ -402,6 +542,8 @@ fn sim_invariants_hold_over_thousands_of_schedules() {
             "ack",
             "send_ok",
             "timeout",
+            "seal",
+            "prompt_answer",
         ] {
             assert!(seen.contains(what), "no schedule reached {what}");
         }

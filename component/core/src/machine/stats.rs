@@ -23,8 +23,13 @@ pub struct Stats {
     pub dedupe_hits: u64,
     /// Deliveries handed to the gateway.
     pub deliveries: u64,
-    /// Outbound requests awaiting a result (gauge).
+    /// Callers' outbound requests awaiting a result (gauge; at most
+    /// `max_pending`).
     pub pending: usize,
+    /// Best-effort frames no caller waits for (processing reactions, the
+    /// typing clear after an interrupt) awaiting a result (gauge; at most
+    /// `max_pending`, on their own bound).
+    pub pending_background: usize,
     /// Deliveries awaiting a verdict (gauge).
     pub undelivered: usize,
     /// Chats in the routing cache (gauge).

@@ -136,6 +136,34 @@ pub(super) fn sent(outputs: &[Output]) -> Vec<GatewayFrame> {
         .collect()
 }
 
+/// The outbound frames in `outputs`, as JSON.
+pub(super) fn outbound_frames(outputs: &[Output]) -> Vec<serde_json::Value> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::SendText { text, .. } => serde_json::from_str::<serde_json::Value>(text).ok(),
+            _ => None,
+        })
+        .filter(|f| f["type"] == "outbound")
+        .collect()
+}
+
+/// The `action` objects of the outbound frames in `outputs`.
+pub(super) fn actions(outputs: &[Output]) -> Vec<serde_json::Value> {
+    outbound_frames(outputs)
+        .into_iter()
+        .map(|f| f["action"].clone())
+        .collect()
+}
+
+/// How many WARN log lines in `outputs` contain `needle`.
+pub(super) fn warns(outputs: &[Output], needle: &str) -> usize {
+    outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Log { level: Level::Warn, message } if message.contains(needle)))
+        .count()
+}
+
 pub(super) fn completion(outputs: &[Output], request: u64) -> Option<Completion> {
     outputs.iter().find_map(|o| match o {
         Output::Complete {
@@ -146,14 +174,14 @@ pub(super) fn completion(outputs: &[Output], request: u64) -> Option<Completion>
     })
 }
 
-fn sent_result(outputs: &[Output], request: u64) -> SendResult {
+pub(super) fn sent_result(outputs: &[Output], request: u64) -> SendResult {
     match completion(outputs, request) {
         Some(Completion::Sent(r)) => r,
         other => panic!("request {request} completed as {other:?}"),
     }
 }
 
-fn deliveries(outputs: &[Output]) -> Vec<Delivery> {
+pub(super) fn deliveries(outputs: &[Output]) -> Vec<Delivery> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -163,7 +191,7 @@ fn deliveries(outputs: &[Output]) -> Vec<Delivery> {
         .collect()
 }
 
-fn outbound_request_id(frames: &[GatewayFrame]) -> String {
+pub(super) fn outbound_request_id(frames: &[GatewayFrame]) -> String {
     frames
         .iter()
         .find_map(|f| match f {
@@ -173,11 +201,11 @@ fn outbound_request_id(frames: &[GatewayFrame]) -> String {
         .expect("an outbound frame")
 }
 
-fn result_line(request_id: &str, result: serde_json::Value) -> String {
+pub(super) fn result_line(request_id: &str, result: serde_json::Value) -> String {
     json!({"type":"outbound_result","requestId":request_id,"result":result}).to_string()
 }
 
-fn inbound_line(chat: &str, message_id: &str, buffer_id: Option<&str>) -> String {
+pub(super) fn inbound_line(chat: &str, message_id: &str, buffer_id: Option<&str>) -> String {
     let mut v = json!({"type":"inbound","event":{"text":"hi","message_id":message_id,
         "source":{"platform":"discord","chat_id":chat,"chat_type":"group","scope_id":"guildA","user_id":"u1"}}});
     if let Some(b) = buffer_id {
@@ -186,7 +214,7 @@ fn inbound_line(chat: &str, message_id: &str, buffer_id: Option<&str>) -> String
     v.to_string()
 }
 
-fn acks(outputs: &[Output]) -> Vec<String> {
+pub(super) fn acks(outputs: &[Output]) -> Vec<String> {
     sent(outputs)
         .into_iter()
         .filter_map(|f| match f {
@@ -891,7 +919,7 @@ fn interrupts_both_ways() {
     assert_eq!(completion(&out, req), Some(Completion::Done));
 }
 
-fn forward_line(platform: &str, body: &[u8], buffer_id: Option<&str>) -> String {
+pub(super) fn forward_line(platform: &str, body: &[u8], buffer_id: Option<&str>) -> String {
     use base64::Engine as _;
     let mut v = json!({"type":"passthrough_forward","forward":{"platform":platform,"botId":"B1","method":"POST",
         "path":"/interactions","headers":[],"bodyB64":base64::engine::general_purpose::STANDARD.encode(body)}});

@@ -19,16 +19,19 @@ pub(super) enum Timer {
     IdleWait,
     /// Shutdown's drain grace.
     Drain,
+    /// The earliest auto-thread wait (§6.13).
+    AutoThread,
 }
 
 impl Timer {
-    const ALL: [Timer; 6] = [
+    const ALL: [Timer; 7] = [
         Timer::RedialHold,
         Timer::Handshake,
         Timer::Dial,
         Timer::Outbound,
         Timer::IdleWait,
         Timer::Drain,
+        Timer::AutoThread,
     ];
 }
 
@@ -54,6 +57,7 @@ impl Machine {
                 .map(|(&(at, _), _)| at),
             Timer::IdleWait => self.idle.wait.map(|w| w.deadline),
             Timer::Drain => self.idle.shutdown.as_ref().and_then(|s| s.drain_deadline),
+            Timer::AutoThread => self.lanes.next_wait_deadline(),
         }
     }
 
@@ -94,6 +98,7 @@ impl Machine {
                 }
             }
             Timer::Drain => self.finish_shutdown(),
+            Timer::AutoThread => self.expire_auto_thread_waits(t),
         }
     }
 

@@ -16,13 +16,23 @@ from .errors import (
     AdapterUnavailable,
     GuestTrap,
     IncompatibleVersion,
+    NotSupported,
     PluginError,
     RelayError,
     StartRefused,
 )
 from .message import RelayMessage
 from .plugin import HOST_API_VERSION, SUPPORTED_API_VERSIONS, Plugin
-from .types import ChatInfo, FatalError, Health, SendResult, State
+from .types import (
+    ChatInfo,
+    FatalError,
+    Health,
+    ProcessingOutcome,
+    PromptAnswer,
+    PromptOption,
+    SendResult,
+    State,
+)
 
 __all__ = [
     "DEFAULT_MEMORY_BYTES",
@@ -40,8 +50,12 @@ __all__ = [
     "HostLimits",
     "Identity",
     "IncompatibleVersion",
+    "NotSupported",
     "Plugin",
     "PluginError",
+    "ProcessingOutcome",
+    "PromptAnswer",
+    "PromptOption",
     "RelayAdapter",
     "RelayError",
     "RelayMessage",

@@ -1,7 +1,7 @@
 """Events to the gateway: its handlers and how they are run.
 
 Events are produced inside imports (``deliver``, ``interrupt``,
-``state-changed``, ``fatal``) and by the host; gateway code must never run
+``state-changed``, ``fatal``, ``prompt-answered``) and by the host; gateway code must never run
 inside an export call (it would block the component, or call back into
 it), so every event is queued with ``call_soon`` and its handler runs after
 the call returns. Coroutine handlers run as tasks, so a handler may await a
@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .message import RelayMessage
-from .types import FatalError, State
+from .types import FatalError, PromptAnswer, State
 
 log = logging.getLogger("relay_host")
 
@@ -25,9 +25,11 @@ MessageHandler = Callable[[RelayMessage], Awaitable[None] | None]
 InterruptHandler = Callable[[str, str], Awaitable[None] | None]
 StateHandler = Callable[[State, str], Awaitable[None] | None]
 FatalHandler = Callable[[FatalError], Awaitable[None] | None]
+PromptAnswerHandler = Callable[[PromptAnswer], Awaitable[None] | None]
 
 #: Event kinds: "message" (RelayMessage), "interrupt" (session_key,
-#: chat_id), "state" (State, detail), "fatal" (FatalError).
+#: chat_id), "state" (State, detail), "fatal" (FatalError),
+#: "prompt_answer" (PromptAnswer).
 Dispatch = Callable[[str, tuple[Any, ...]], None]
 
 
@@ -42,12 +44,14 @@ class GatewayEvents:
         interrupt: InterruptHandler | None = None,
         state: StateHandler | None = None,
         fatal: FatalHandler | None = None,
+        prompt_answer: PromptAnswerHandler | None = None,
     ) -> None:
         self.label = label
         self.message = message
         self.interrupt = interrupt
         self.state = state
         self.fatal = fatal
+        self.prompt_answer = prompt_answer
         self.loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -74,6 +78,16 @@ class GatewayEvents:
             handler = self.interrupt
         elif kind == "state":
             handler = self.state
+        elif kind == "prompt_answer":
+            handler = self.prompt_answer
+            if handler is None:
+                # The answer is consumed either way (never a message).
+                log.warning(
+                    "[%s] prompt %s answered but no prompt-answer handler is set",
+                    self.label,
+                    args[0].prompt_id,
+                )
+                return
         else:
             handler = self.fatal
         if handler is None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._socket import Connection, DialPolicy, SocketSettings
 from .message import RelayMessage
-from .types import FatalError, State
+from .types import FatalError, PromptAnswer, State
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -121,3 +121,20 @@ class Imports:
         if not fatal.retryable:
             rt.terminal = True
         rt.dispatch("fatal", (fatal,))
+
+    def prompt_answered(self, answer: Any) -> None:
+        g = getattr  # kebab-case WIT field names
+        rt = self._rt
+        typed = PromptAnswer(
+            prompt_id=g(answer, "prompt-id"),
+            kind=g(answer, "kind"),
+            option_id=g(answer, "option-id"),
+            chat_id=g(answer, "chat-id"),
+            user_id=g(answer, "user-id"),
+            prompt_message_id=g(answer, "prompt-message-id"),
+            choice=g(answer, "choice"),
+            text_capture=bool(g(answer, "text-capture")),
+            event_json=g(answer, "event"),
+        )
+        log.debug("[%s] prompt %s answered: %s", rt.label, typed.prompt_id, typed.option_id)
+        rt.dispatch("prompt_answer", (typed,))

@@ -52,6 +52,7 @@ class HostImports(Protocol):
     def complete(self, request: int, completion: Any) -> None: ...
     def state_changed(self, state: str, detail: str) -> None: ...
     def fatal(self, error: Any) -> None: ...
+    def prompt_answered(self, answer: Any) -> None: ...
 
 
 class LogBudget:
@@ -168,6 +169,7 @@ class GuestInstance:
             memories=limits.max_memories,
         )
         self._api_version = plugin.api_version
+        self._prompt_answered = plugin.imports_prompt_answered
         self._linker = Linker(plugin.engine)
         self._linker.add_wasip2()
         self._define_imports()
@@ -219,6 +221,11 @@ class GuestInstance:
             host.add_func("state-changed", guarded("state-changed", imports.state_changed))
             host.add_func("fatal", guarded("fatal", imports.fatal))
             host.add_func("log", guarded("log", self._log))
+            if self._prompt_answered:
+                # 0.2 only: the 0.1 world has no such import.
+                host.add_func(
+                    "prompt-answered", guarded("prompt-answered", imports.prompt_answered)
+                )
 
     def _log(self, level: str, message: str) -> None:
         if self.budget.take():

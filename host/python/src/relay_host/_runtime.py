@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from ._instance import GuestInstance
 from ._requests import Kind, Requests
 from ._socket import Connections
 from ._supervisor import Supervisor, trap_message
-from .config import AdapterConfig
+from .config import AdapterConfig, takes_egress_fields
 from .errors import (
     AdapterDown,
     AdapterRestarting,
@@ -73,6 +74,21 @@ class Runtime:
         # file with its newline) still matches inside guest stdio lines,
         # which are split at newlines.
         self._secret = secret.strip()
+        #: The prompt-id nonce of every instance of this adapter (WIT 0.2):
+        #: the configured one, else drawn once here, so it survives restarts.
+        self.prompt_nonce: str = config.prompt_nonce or secrets.token_hex(3)
+        if config.platform_extra and not takes_egress_fields(plugin.api_version):
+            log.warning(
+                "[%s] platform_extra ignored: the component (api %s) has no such setting",
+                label,
+                plugin.api_version,
+            )
+        if config.command_manifest and not takes_egress_fields(plugin.api_version):
+            log.warning(
+                "[%s] command_manifest ignored: the component (api %s) has no such setting",
+                label,
+                plugin.api_version,
+            )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.instance: GuestInstance | None = None
         self.instance_id = 0
@@ -130,7 +146,8 @@ class Runtime:
         self._started_at = time.monotonic()
         self._in_call = True
         try:
-            refused = inst.call("start", self.config.to_wit())
+            wit = self.config.to_wit(self.plugin.api_version, prompt_nonce=self.prompt_nonce)
+            refused = inst.call("start", wit)
         except Exception as e:
             self._in_call = False
             message = trap_message(inst, e, self.redact)

@@ -15,35 +15,49 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import os
 from typing import Any
 
-from . import _args
+from wasmtime.component import Variant
+
+from . import _args, _lanes
 from ._events import (
     FatalHandler,
     GatewayEvents,
     InterruptHandler,
     MessageHandler,
+    PromptAnswerHandler,
     StateHandler,
 )
 from ._requests import Kind
 from ._runtime import Runtime
 from .config import AdapterConfig
-from .errors import AdapterStopped, AdapterUnavailable, RelayError
+from .errors import AdapterStopped, AdapterUnavailable, NotSupported, RelayError
+from .message import RelayMessage
 from .plugin import Plugin
-from .types import ChatInfo, Health, SendResult, State
+from .types import ChatInfo, Health, ProcessingOutcome, PromptOption, SendResult, State
 
 __all__ = [
+    "LANES_UNSUPPORTED",
     "TRANSPORT_CLOSED",
     "FatalHandler",
     "InterruptHandler",
     "MessageHandler",
+    "PromptAnswerHandler",
     "RelayAdapter",
     "StateHandler",
 ]
 
 #: Error text of requests refused while shutting down or after.
 TRANSPORT_CLOSED = "relay transport closed"
+
+#: Error text of a typed lane (``delete_message``, ``react``, ``send_draft``,
+#: ``prompt``, ...) asked of a component built against a WIT version without
+#: them (0.1.0), formatted with its ``api_version``. Nothing is sent.
+LANES_UNSUPPORTED = "not supported by this component (api {})"
+
+log = logging.getLogger("relay_host")
 
 _NEXT_ADAPTER = itertools.count(1)
 
@@ -78,6 +92,7 @@ class RelayAdapter:
         interrupt_handler: InterruptHandler | None = None,
         state_handler: StateHandler | None = None,
         fatal_handler: FatalHandler | None = None,
+        prompt_answer_handler: PromptAnswerHandler | None = None,
         name: str | None = None,
     ) -> None:
         if not isinstance(plugin, Plugin):
@@ -91,6 +106,7 @@ class RelayAdapter:
             interrupt=interrupt_handler,
             state=state_handler,
             fatal=fatal_handler,
+            prompt_answer=prompt_answer_handler,
         )
         self._rt: Runtime | None = None
 
@@ -120,6 +136,15 @@ class RelayAdapter:
         terminal), ``guest_trap`` (restarting), ``restart_failed``,
         ``restart_budget_exhausted`` and ``start_failed`` (terminal)."""
         self._events.fatal = handler
+
+    def set_prompt_answer_handler(self, handler: PromptAnswerHandler | None) -> None:
+        """``handler(PromptAnswer)``: someone pressed a button of a prompt this
+        adapter minted (:meth:`mint_prompt`, :meth:`prompt`). Called once per
+        prompt (one answer wins; later presses, and presses on another
+        adapter's prompts, are dropped by the component). The answering
+        event is consumed: it never reaches the message handler. Without a
+        handler the answer is logged and dropped."""
+        self._events.prompt_answer = handler
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -203,6 +228,13 @@ class RelayAdapter:
         return await rt.wait_for_state(frozenset(states), timeout)
 
     @property
+    def prompt_nonce(self) -> str | None:
+        """The prompt-id nonce every instance of this adapter is started with
+        (``config.prompt_nonce``, else drawn at :meth:`connect`); None
+        before connect. A 0.1.0 component never gets it."""
+        return self._rt.prompt_nonce if self._rt is not None else None
+
+    @property
     def state(self) -> State | None:
         """The last state the component reported (None before connect)."""
         return self._rt.state if self._rt is not None else None
@@ -256,21 +288,29 @@ class RelayAdapter:
         return await rt.requests.admit(self._config.admission_timeout, pin)
 
     async def _sent(
-        self, export: str, args: tuple[Any, ...], chat_id: str | None = None
+        self,
+        export: str,
+        args: tuple[Any, ...],
+        chat_id: str | None = None,
+        *,
+        slot: bool = True,
     ) -> SendResult:
+        """A command completing with ``sent``. With ``slot`` it first takes a
+        request slot (FIFO admission, ``chat_id``'s route pinned meanwhile)."""
         rt = self._rt
         if rt is None:
             return SendResult.failed("relay adapter stopped")
         refused = self._refusal(rt)
         if refused is not None:
             return refused
-        if not await self._admit(rt, chat_id):
-            return SendResult.failed(self._admission_timed_out())
-        refused = self._refusal(rt)
-        if refused is not None:
-            rt.requests.slots.release()
-            return refused
-        result: SendResult = await rt.issue(export, args, "sent", slot=True)
+        if slot:
+            if not await self._admit(rt, chat_id):
+                return SendResult.failed(self._admission_timed_out())
+            refused = self._refusal(rt)
+            if refused is not None:
+                rt.requests.slots.release()
+                return refused
+        result: SendResult = await rt.issue(export, args, "sent", slot=slot)
         return result
 
     async def send(
@@ -351,6 +391,284 @@ class RelayAdapter:
         chat = action.get("chat_id") if isinstance(action, dict) else None
         args = (text, _args.opt_text("platform", platform))
         return await self._sent("raw-action", args, chat if _args.is_text(chat) else None)
+
+    # -- typed lanes (WIT 0.2.0 `lane`) -----------------------------------------------
+
+    def _lanes_unsupported(self) -> str | None:
+        """Why this component cannot run a lane (built against 0.1.0), or None."""
+        if self._plugin.supports_lanes:
+            return None
+        return LANES_UNSUPPORTED.format(self._plugin.api_version)
+
+    async def _lane_sent(
+        self, command: Variant, chat_id: str | None, *, slot: bool = True
+    ) -> SendResult:
+        unsupported = self._lanes_unsupported()
+        if unsupported is not None:
+            return SendResult.failed(unsupported)
+        return await self._sent("lane", (command,), chat_id, slot=slot)
+
+    async def _lane_done(self, command: Variant, what: str) -> None:
+        """A best-effort lane completing with ``done`` (no slot): skipped,
+        with a debug line, when the component has no lanes or no instance
+        runs; never raises for that."""
+        unsupported = self._lanes_unsupported()
+        if unsupported is not None:
+            log.debug("[%s] %s skipped: %s", self.name, what, unsupported)
+            return
+        rt = self._rt
+        if rt is None or rt.instance is None:
+            log.debug("[%s] %s skipped: no component instance runs", self.name, what)
+            return
+        try:
+            await rt.issue("lane", (command,), "value", slot=False)
+        except AdapterUnavailable as e:
+            log.debug("[%s] %s skipped: %s", self.name, what, e)
+
+    async def delete_message(
+        self, chat_id: str, message_id: str, metadata: dict[str, Any] | None = None
+    ) -> SendResult:
+        """Deletes a message (spec §6.6.2). Only when the chat's descriptor
+        lists ``delete`` in ``supported_ops`` (no legacy fallback); otherwise
+        a failed result and nothing on the wire."""
+        command = _lanes.delete(
+            _args.text("chat_id", chat_id),
+            _args.text("message_id", message_id),
+            _args.metadata(metadata),
+        )
+        return await self._lane_sent(command, chat_id)
+
+    async def stop_typing(self, chat_id: str, metadata: dict[str, Any] | None = None) -> SendResult:
+        """Clears a Slack chat's typing status (spec §6.6.2): a ``typing``
+        frame with empty ``content``. Other chats get a failed result and
+        nothing on the wire."""
+        command = _lanes.stop_typing(_args.text("chat_id", chat_id), _args.metadata(metadata))
+        return await self._lane_sent(command, chat_id)
+
+    async def react(
+        self,
+        chat_id: str,
+        message_id: str,
+        emoji: str,
+        remove: bool = False,
+        metadata: dict[str, Any] | None = None,
+    ) -> SendResult:
+        """Adds (or with ``remove`` removes) one reaction on a message (spec
+        §2.7 ``react``). Needs ``react`` in the chat's ``supported_ops`` and
+        a non-empty chat id, message id and emoji."""
+        command = _lanes.react(
+            _args.text("chat_id", chat_id),
+            _args.text("message_id", message_id),
+            _args.text("emoji", emoji),
+            _args.flag("remove", remove),
+            _args.metadata(metadata),
+        )
+        return await self._lane_sent(command, chat_id)
+
+    async def processing_start(self, event: str | dict[str, Any] | RelayMessage) -> None:
+        """Marks a delivered event "in progress" (spec §6.12): a best-effort
+        👀 reaction on its reply anchor (``source.chat_id`` and
+        ``source.message_id``), when the chat's descriptor lists ``react``.
+
+        ``event`` is the event as delivered: :attr:`RelayMessage.json`, the
+        parsed :attr:`RelayMessage.event`, or the message itself. Returns once
+        the frames are queued; takes no request slot and never raises for an
+        unavailable adapter or a component without lanes (a debug line)."""
+        command = _lanes.processing_start(_args.event_json(event))
+        await self._lane_done(command, "processing_start")
+
+    async def processing_complete(
+        self, event: str | dict[str, Any] | RelayMessage, outcome: ProcessingOutcome
+    ) -> None:
+        """Ends the "in progress" mark of :meth:`processing_start` (spec
+        §6.12): removes 👀 and, for ``"success"`` / ``"failure"``, adds the
+        platform's success / failure emoji (✅ / ❌; 👍 / 👎 on Telegram);
+        ``"cancelled"`` adds nothing. Best-effort like
+        :meth:`processing_start`."""
+        command = _lanes.processing_complete(_args.event_json(event), _args.outcome(outcome))
+        await self._lane_done(command, "processing_complete")
+
+    async def create_thread(
+        self, parent_chat_id: str, name: str, metadata: dict[str, Any] | None = None
+    ) -> SendResult:
+        """Creates a thread under a parent chat (spec §6.13); the new
+        thread's id is in ``thread_id`` of the result (or in ``message_id``,
+        from a connector that answers that way: :attr:`SendResult.created_thread_id`
+        reads either). The name is trimmed,
+        ``handoff`` when empty, at most 100 characters. Needs
+        ``thread_create`` in the chat's ``supported_ops``."""
+        command = _lanes.thread_create(
+            _args.text("parent_chat_id", parent_chat_id),
+            _args.text("name", name),
+            _args.metadata(metadata),
+        )
+        return await self._lane_sent(command, parent_chat_id)
+
+    async def rename_thread(
+        self,
+        thread_id: str,
+        name: str,
+        *,
+        only_if_connector_created: bool = False,
+        only_if_current_name: str | None = None,
+        parent_chat_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SendResult:
+        """Renames a thread (spec §6.13). The name's whitespace runs are
+        collapsed, it is trimmed and cut to 100 characters; an empty name is
+        refused locally. One guard goes out (spec §2.7):
+        ``only_if_connector_created`` (the connector renames only a thread it
+        created and no human renamed) wins over ``only_if_current_name``
+        (only while the thread still has that name). Addressed to
+        ``parent_chat_id`` when given, else to the thread itself, whose
+        descriptor must list ``thread_rename``."""
+        guard = _lanes.rename_guard(
+            _args.flag("only_if_connector_created", only_if_connector_created),
+            _args.opt_text("only_if_current_name", only_if_current_name),
+        )
+        command = _lanes.thread_rename(
+            _args.text("thread_id", thread_id),
+            _args.text("name", name),
+            guard,
+            _args.opt_text("parent_chat_id", parent_chat_id),
+            _args.metadata(metadata),
+        )
+        return await self._lane_sent(command, parent_chat_id or thread_id)
+
+    async def auto_thread_info(self, chat_id: str, timeout: float) -> SendResult:
+        """The connector's auto-thread for a chat (spec §6.13, §9.5): success
+        with ``thread_id`` and ``auto_thread_name`` when known, at once or
+        from the next send into the chat; a failure when that send was not
+        auto-threaded or none comes within ``timeout`` seconds. Takes no
+        request slot (it may wait long)."""
+        command = _lanes.auto_thread_info(
+            _args.text("chat_id", chat_id), _args.millis("timeout", timeout)
+        )
+        return await self._lane_sent(command, chat_id, slot=False)
+
+    async def send_draft(
+        self,
+        chat_id: str,
+        draft_id: int,
+        content: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> SendResult:
+        """One interim frame of a native draft stream (spec §6.14): a
+        ``draft`` frame with ``final: false``. Only when
+        :meth:`supports_draft_streaming` holds for the chat, else the failure
+        ``relay draft streaming not implemented for this chat`` and no frame.
+
+        ``draft_id`` (a ``u64``) names the stream; the turn is keyed by
+        ``metadata`` ``message_id`` / ``reply_to_message_id`` (else
+        ``thread_ts`` / ``thread_id``). Where the stream is the message (a
+        Slack chat) it is armed, and the turn's final :meth:`send` (not
+        ``_interim_send``) becomes the sealing ``draft`` frame (``final:
+        true``, same ``draft_id``). A frame for a draft id already sealed
+        succeeds without a frame."""
+        command = _lanes.send_draft(
+            _args.text("chat_id", chat_id),
+            _args.u64("draft_id", draft_id),
+            _args.text("content", content),
+            _args.metadata(metadata),
+        )
+        return await self._lane_sent(command, chat_id)
+
+    async def abandon_open_draft(self, chat_id: str, content: str) -> SendResult:
+        """Seals the chat's most recently armed draft stream in place with
+        ``content`` (on ``/stop`` or ``/new``); a failure when no stream is
+        open there."""
+        command = _lanes.abandon_open_draft(
+            _args.text("chat_id", chat_id), _args.text("content", content)
+        )
+        return await self._lane_sent(command, chat_id)
+
+    async def prompt(
+        self,
+        prompt_id: str,
+        chat_id: str,
+        question: str,
+        options: list[PromptOption],
+        *,
+        prompt_kind: str = "choice",
+        choices: list[str] | tuple[str, ...] = (),
+        reply_to: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> SendResult:
+        """Sends an interactive prompt (spec §2.7 ``prompt``, §6.11) minted by
+        :meth:`mint_prompt` for this chat: ``question`` with one button per
+        :class:`PromptOption`. ``prompt_kind`` is the wire's styling hint
+        (``approval``, ``clarify`` or ``choice``); for a clarify prompt
+        ``choices[i]`` is the text returned as :attr:`PromptAnswer.choice`
+        for option ``c<i>``. ``timeout_s`` is advisory for the connector
+        (whole seconds, a fraction rounds up).
+
+        Refused without a frame, and the id forgotten, when the id was not
+        minted for this chat or expired, an option id is invalid, or the
+        chat's descriptor lacks ``prompt`` (the error
+        ``relay prompt op unavailable``: fall back to a text prompt). A
+        declined result forgets the id too; never fall back after one. The
+        press arrives through the prompt-answer handler."""
+        command = _lanes.prompt(
+            _args.text("prompt_id", prompt_id),
+            _args.text("chat_id", chat_id),
+            _args.text("question", question),
+            _args.text("prompt_kind", prompt_kind),
+            _args.prompt_options(options),
+            _args.texts("choices", choices),
+            _args.opt_text("reply_to", reply_to),
+            _args.metadata(metadata),
+            _args.opt_seconds_u32("timeout_s", timeout_s),
+        )
+        return await self._lane_sent(command, chat_id)
+
+    async def task_card(
+        self,
+        chat_id: str,
+        chunks: list[dict[str, Any]],
+        *,
+        reply_to: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SendResult:
+        """Shows or updates a plan-mode task card (spec §2.7 ``task_card``,
+        §9.10): a ``task_card`` frame with ``chunks`` (the card's steps, a
+        list of dicts the connector renders) and ``card_id``
+        ``turn:<anchor>``, the anchor being ``reply_to``, else ``metadata``
+        ``message_id``, ``reply_to_message_id``, ``thread_ts``,
+        ``thread_id``, else ``root``; send every update of one turn with the
+        same keys. A Slack card threads on ``metadata["thread_ts"]``
+        (``reply_to`` by default).
+
+        Only when the chat's descriptor lists ``task_card`` in
+        ``supported_ops``, else the failure ``relay op task_card not
+        supported by the connector`` and no frame. A ``declined`` result is
+        final: never retry it or fall back to a text message."""
+        command = _lanes.task_card(
+            _args.text("chat_id", chat_id),
+            _args.opt_text("reply_to", reply_to),
+            _args.chunks(chunks),
+            _args.metadata(metadata),
+        )
+        return await self._lane_sent(command, chat_id)
+
+    async def task_card_stop(
+        self,
+        chat_id: str,
+        *,
+        reply_to: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SendResult:
+        """Stops a turn's task card (spec §2.7 ``task_card_stop``): a
+        ``task_card_stop`` frame with the card's ``card_id``, so give the same
+        chat, ``reply_to`` and turn keys in ``metadata`` as the card's. Only
+        when the chat's descriptor lists ``task_card_stop``, else a failure
+        and no frame. Cosmetic: a decline is reported, never retried."""
+        command = _lanes.task_card_stop(
+            _args.text("chat_id", chat_id),
+            _args.opt_text("reply_to", reply_to),
+            _args.metadata(metadata),
+        )
+        return await self._lane_sent(command, chat_id)
 
     async def get_chat_info(self, chat_id: str) -> ChatInfo:
         """A chat's name and type. Raises :class:`AdapterUnavailable` when no
@@ -434,6 +752,37 @@ class RelayAdapter:
         """Whether the chat's descriptor supports ``op``."""
         args = (_args.opt_text("chat_id", chat_id), _args.text("op", op))
         return bool(self._require_rt().query("supports-op", *args))
+
+    def mint_prompt(self, chat_id: str, kind: str) -> str:
+        """Registers a prompt for a chat and returns its id,
+        ``<nonce>.<8 hex>`` (:attr:`prompt_nonce`); it waits one hour for
+        its answer. ``kind`` (``approval``, ``clarify``, ...) comes back in
+        the :class:`PromptAnswer`. Send it with :meth:`prompt`. Raises
+        :class:`NotSupported` for a 0.1.0 component,
+        :class:`AdapterUnavailable` when no instance runs."""
+        args = (_args.text("chat_id", chat_id), _args.text("kind", kind))
+        if not self._plugin.supports_prompts:
+            raise NotSupported(f"mint_prompt {LANES_UNSUPPORTED.format(self._plugin.api_version)}")
+        return str(self._require_rt().query("mint-prompt", *args))
+
+    def supports_draft_streaming(self, chat_id: str) -> bool:
+        """Whether :meth:`send_draft` is usable for a chat: its descriptor
+        sets ``supports_draft_streaming`` and lists ``draft``, and no unfurl
+        knob is configured for its platform (``platform_extra``). False for
+        a 0.1.0 component."""
+        chat = _args.text("chat_id", chat_id)
+        if not self._plugin.has_export("supports-draft-streaming"):
+            return False
+        return bool(self._require_rt().query("supports-draft-streaming", chat))
+
+    def prefers_fresh_final(self, chat_id: str, text: str) -> bool:
+        """Whether a streamed reply's final ``text`` should go out as a fresh
+        :meth:`send` instead of a final :meth:`edit` (a Slack chat, an unfurl
+        knob set to true, a link in the text). False for a 0.1.0 component."""
+        args = (_args.text("chat_id", chat_id), _args.text("text", text))
+        if not self._plugin.has_export("prefers-fresh-final"):
+            return False
+        return bool(self._require_rt().query("prefers-fresh-final", *args))
 
     def fronts_platform(self, platform: str) -> bool:
         """Whether this gateway fronts ``platform``."""

@@ -6,6 +6,8 @@ enforces. The secret is wrapped in :class:`Secret` so that no ``repr``,
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +15,24 @@ from wasmtime.component import Record
 
 #: Default linear-memory cap of one instance (128 MiB, as the Rust host).
 DEFAULT_MEMORY_BYTES = 128 << 20
+
+#: WIT versions whose ``config`` record has no ``platform-extra`` and
+#: ``prompt-nonce`` (those fields are 0.2).
+_WITHOUT_EGRESS_FIELDS = frozenset({"0.1.0"})
+
+
+def takes_egress_fields(api_version: str) -> bool:
+    """Whether the ``config`` record of ``api_version`` has ``platform-extra``
+    and ``prompt-nonce`` (0.2 does, 0.1.0 does not)."""
+    return api_version not in _WITHOUT_EGRESS_FIELDS
+
+
+_NONCE = re.compile(r"[0-9a-f]{6}")
+
+
+def valid_prompt_nonce(nonce: object) -> bool:
+    """A prompt-id nonce: exactly 6 lowercase hex digits."""
+    return isinstance(nonce, str) and _NONCE.fullmatch(nonce) is not None
 
 
 class Secret:
@@ -130,20 +150,81 @@ class AdapterConfig:
     route_capacity: int = 4096
     max_line_bytes: int = 1 << 20
     authorization_is_upstream: bool = True
+    #: WIT 0.2: the operator's per-platform egress knobs (the gateway's
+    #: ``platforms.relay.extra``): under ``"<platform>"`` (or flat, legacy)
+    #: ``rich_blocks``, ``markdown_blocks``, ``reply_in_thread``,
+    #: ``dm_top_level_threads_as_sessions``, ``channel_reply_modes``,
+    #: ``unfurl_links``, ``unfurl_media``. Must be JSON-serialisable. Empty:
+    #: none. Not passed to a 0.1.0 component.
+    platform_extra: dict[str, Any] = field(default_factory=dict)
+    #: WIT 0.2: the prompt-id nonce, 6 lowercase hex digits. None: the
+    #: adapter draws one when it starts (``secrets.token_hex(3)``) and keeps
+    #: it across instance restarts, so a button minted before a restart is
+    #: still recognised as ours. Not passed to a 0.1.0 component.
+    prompt_nonce: str | None = None
+    #: WIT 0.2: the gateway's Discord slash commands, a list of
+    #: ``{"name", "description", "options"?}`` dicts (Discord option
+    #: objects), sent on the Discord ``hello`` as ``command_manifest``. The
+    #: component validates it and skips bad entries with a warning; it never
+    #: fails the handshake. Empty: none. Not passed to a 0.1.0 component.
+    command_manifest: list[dict[str, Any]] = field(default_factory=list)
     limits: HostLimits = field(default_factory=HostLimits)
 
     def __post_init__(self) -> None:
         if isinstance(self.secret, str):
             # Accept a plain string for convenience; wrap it at once.
             self.secret = Secret(self.secret)
+        if self.prompt_nonce is not None and not valid_prompt_nonce(self.prompt_nonce):
+            raise ValueError("prompt_nonce must be 6 lowercase hex digits (or None)")
+        # Checked here, so a bad value fails at configuration, not at start.
+        self.platform_extra_json()
+        self.command_manifest_json()
+
+    def platform_extra_json(self) -> str:
+        """``platform_extra`` as the WIT ``platform-extra`` text: a JSON
+        object, or ``""`` when empty. Raises TypeError or ValueError for a
+        value that is not a JSON-serialisable dict."""
+        extra = self.platform_extra
+        if not isinstance(extra, dict):
+            raise TypeError(
+                f"platform_extra must be a dict (a JSON object), not {type(extra).__name__}"
+            )
+        if not extra:
+            return ""
+        try:
+            # ensure_ascii (the default): any text, even a lone surrogate,
+            # is escaped, so it always lowers. No NaN: it is not JSON.
+            return json.dumps(extra, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"platform_extra is not JSON-serialisable: {e}") from None
+
+    def command_manifest_json(self) -> str:
+        """``command_manifest`` as the WIT ``command-manifest`` text: a JSON
+        array, or ``""`` when empty. Raises TypeError or ValueError for a
+        value that is not a JSON-serialisable list."""
+        manifest = self.command_manifest
+        if not isinstance(manifest, list):
+            raise TypeError(
+                f"command_manifest must be a list (a JSON array), not {type(manifest).__name__}"
+            )
+        if not manifest:
+            return ""
+        try:
+            return json.dumps(manifest, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"command_manifest is not JSON-serialisable: {e}") from None
 
     def replace(self, **changes: Any) -> AdapterConfig:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
-    def to_wit(self) -> Record:
-        """The WIT ``config`` record (kebab-case attributes, as wasmtime-py
-        lowers records by their WIT field names)."""
+    def to_wit(self, api_version: str = "0.2.0", *, prompt_nonce: str | None = None) -> Record:
+        """The WIT ``config`` record of ``api_version`` (kebab-case
+        attributes, as wasmtime-py lowers records by their WIT field names).
+
+        For 0.2 it carries ``platform-extra`` and ``prompt-nonce``:
+        ``prompt_nonce`` when given (the adapter passes the one it drew),
+        else :attr:`prompt_nonce`, else ``""`` (the component draws one)."""
         values: dict[str, Any] = {
             "identities": [_identity_record(i) for i in self.identities],
             "connector-url": self.connector_url,
@@ -170,6 +251,11 @@ class AdapterConfig:
             "max-line-bytes": int(self.max_line_bytes),
             "authorization-is-upstream": bool(self.authorization_is_upstream),
         }
+        if takes_egress_fields(api_version):
+            nonce = prompt_nonce if prompt_nonce is not None else self.prompt_nonce
+            values["platform-extra"] = self.platform_extra_json()
+            values["prompt-nonce"] = nonce or ""
+            values["command-manifest"] = self.command_manifest_json()
         record = Record()
         for name, value in values.items():
             setattr(record, name, value)

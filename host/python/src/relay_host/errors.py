@@ -22,6 +22,11 @@ class IncompatibleVersion(PluginError):
         self.expected = expected
 
 
+class NotSupported(RelayError):
+    """The component does not implement this (it was built against an older
+    WIT version, say 0.1.0)."""
+
+
 class StartRefused(RelayError):
     """The component's ``start`` refused the configuration."""
 

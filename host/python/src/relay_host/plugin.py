@@ -19,9 +19,11 @@ from .errors import PluginError
 #: the draft the built-in component is built against).
 HOST_API_VERSION = "0.2.0"
 
-#: Every WIT version this host binds, newest first. The records and
-#: functions of all of them have the same shape so far, so one set of
-#: imports and calls serves each; only the interface names differ.
+#: Every WIT version this host binds, newest first. The functions they
+#: share have the same shape so far, so one set of imports and calls serves
+#: each; the interface names differ, and 0.2.0 adds the ``lane`` export
+#: (:attr:`Plugin.supports_lanes`), the prompt and draft queries, the
+#: ``prompt-answered`` import and two ``config`` fields.
 SUPPORTED_API_VERSIONS = ("0.2.0", "0.1.0")
 
 #: Default epoch tick. Coarser than the Rust host's 1 ms: a Python thread
@@ -83,6 +85,19 @@ class Plugin:
         #: The WIT version the component exports (its imports and exports
         #: are bound under this version's interface names).
         self.api_version: str = found[0]
+        self._adapter_index = self.component.get_export_index(
+            f"hermes:relay/adapter@{self.api_version}"
+        )
+        #: Whether the component exports ``lane`` (the typed lanes of WIT
+        #: 0.2.0: deletes, reactions, threads, drafts, prompts). Without it
+        #: the adapter's lane methods answer "not supported" and never call
+        #: the component.
+        self.supports_lanes: bool = self.has_export("lane")
+        #: Whether the component exports ``mint-prompt`` (WIT 0.2.0 prompts).
+        self.supports_prompts: bool = self.has_export("mint-prompt")
+        #: Whether the component imports ``prompt-answered`` (every version
+        #: but 0.1.0): the host defines it only then.
+        self.imports_prompt_answered: bool = self.api_version != "0.1.0"
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=_ticker,
@@ -93,6 +108,10 @@ class Plugin:
         self._thread.start()
         # The ticker stops when the plugin is closed or garbage collected.
         self._finalizer = weakref.finalize(self, self._stop.set)
+
+    def has_export(self, name: str) -> bool:
+        """Whether the component's adapter interface exports function ``name``."""
+        return self.component.get_export_index(name, self._adapter_index) is not None
 
     @classmethod
     def from_file(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 
 class State(str, enum.Enum):
@@ -22,6 +22,13 @@ class State(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+#: How a turn on an event ended, for the processing reactions
+#: (:meth:`RelayAdapter.processing_complete`; WIT ``processing-outcome``).
+ProcessingOutcome = Literal["success", "failure", "cancelled"]
+
+PROCESSING_OUTCOMES: frozenset[str] = frozenset(get_args(ProcessingOutcome))
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,61 @@ class SendResult:
     def raw_value(self) -> Any:
         """``raw`` parsed as JSON."""
         return json.loads(self.raw)
+
+    @property
+    def created_thread_id(self) -> str | None:
+        """The thread a successful ``create_thread`` made: ``thread_id``,
+        else ``message_id`` (connectors name the new thread with either).
+        None for a failure or when neither is set. Meant for
+        ``create_thread`` results: for a send, ``message_id`` is the message."""
+        if not self.success:
+            return None
+        return self.thread_id or self.message_id or None
+
+
+@dataclass(frozen=True)
+class PromptOption:
+    """One button of a prompt (:meth:`RelayAdapter.prompt`; WIT ``prompt-option``).
+
+    ``id`` must match ``[A-Za-z0-9_.-]{1,32}`` (the component refuses the
+    prompt otherwise); ``style`` is ``primary``, ``success``, ``danger`` or
+    ``secondary``, or None for the platform's default."""
+
+    id: str
+    label: str
+    style: str | None = None
+
+
+@dataclass(frozen=True)
+class PromptAnswer:
+    """The answer to a prompt this adapter minted (WIT ``prompt-answer``,
+    spec §6.11), handed to the prompt-answer handler. The answering event
+    is consumed: it never arrives as a message."""
+
+    prompt_id: str
+    #: The kind given to :meth:`RelayAdapter.mint_prompt`.
+    kind: str
+    #: The option pressed.
+    option_id: str
+    #: The chat the prompt was sent to.
+    chat_id: str
+    #: Who pressed it.
+    user_id: str | None
+    #: The message holding the prompt, when the platform said.
+    prompt_message_id: str | None
+    #: Kind ``clarify``: the text of choice ``c<i>`` (the prompt's ``choices[i]``).
+    choice: str | None
+    #: Kind ``clarify``: ``other``, or an option mapping to no choice: take a
+    #: typed answer instead.
+    text_capture: bool
+    #: The answering event as JSON text (wire names).
+    event_json: str
+
+    @property
+    def event(self) -> dict[str, Any]:
+        """The answering event (``event_json`` parsed)."""
+        value = json.loads(self.event_json)
+        return value if isinstance(value, dict) else {}
 
 
 @dataclass(frozen=True)

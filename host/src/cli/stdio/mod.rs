@@ -304,6 +304,10 @@ impl Bridge {
                 session_key: &session_key,
                 chat_id: &chat_id,
             }),
+            Event::PromptAnswer(answer) => {
+                let event = crate::cli::lines::raw_json(&answer.event_json);
+                self.out.line(&Line::prompt_answer(&answer, &event));
+            }
             Event::State { state, detail } => {
                 self.out.line(&Line::State {
                     state: state.as_str(),

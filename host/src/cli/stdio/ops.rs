@@ -6,8 +6,13 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use relay_host::{AdapterError, AdapterHandle, Health, SendResult};
-use serde::Deserialize;
+use std::time::Duration;
+
+use relay_host::{
+    AdapterError, AdapterHandle, Health, ProcessingOutcome, PromptOption, PromptRequest,
+    RenameGuard, SendResult,
+};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
 use crate::cli::lines::SentResult;
@@ -74,6 +79,113 @@ pub enum Command {
         #[serde(default)]
         platform: Option<String>,
     },
+    /// Only when the chat's descriptor lists `delete`.
+    Delete {
+        chat_id: String,
+        message_id: String,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+    },
+    /// Clear a Slack chat's typing status.
+    StopTyping {
+        chat_id: String,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+    },
+    React {
+        chat_id: String,
+        message_id: String,
+        emoji: String,
+        #[serde(default)]
+        remove: bool,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+    },
+    /// `event`: the `message` line's `event` (object), or its JSON text.
+    ProcessingStart {
+        #[serde(deserialize_with = "event_json")]
+        event: String,
+    },
+    ProcessingComplete {
+        #[serde(deserialize_with = "event_json")]
+        event: String,
+        outcome: TurnOutcome,
+    },
+    ThreadCreate {
+        parent_chat_id: String,
+        /// Optional: an empty name becomes `handoff`.
+        #[serde(default, alias = "thread_name")]
+        name: String,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+    },
+    /// The guard as on the wire: `only_if_connector_created: true` or
+    /// `only_if_current_name: "..."` (at most one); neither renames
+    /// unconditionally.
+    ThreadRename {
+        thread_id: String,
+        #[serde(alias = "thread_name")]
+        name: String,
+        #[serde(default)]
+        only_if_connector_created: bool,
+        #[serde(default)]
+        only_if_current_name: Option<String>,
+        #[serde(default)]
+        parent_chat_id: Option<String>,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+    },
+    AutoThreadInfo {
+        chat_id: String,
+        timeout_ms: u64,
+    },
+    /// One native draft frame (`final: false`).
+    SendDraft {
+        chat_id: String,
+        draft_id: u64,
+        content: String,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+    },
+    /// Show or update the turn's plan-mode task card.
+    TaskCard {
+        chat_id: String,
+        #[serde(default)]
+        reply_to: Option<String>,
+        chunks: Vec<Map<String, Value>>,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+    },
+    /// Stop the turn's task card.
+    TaskCardStop {
+        chat_id: String,
+        #[serde(default)]
+        reply_to: Option<String>,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+    },
+    /// Seal the chat's open draft stream with `content`.
+    AbandonOpenDraft {
+        chat_id: String,
+        content: String,
+    },
+    /// A prompt with buttons; `prompt_id` from `mint_prompt`.
+    Prompt {
+        prompt_id: String,
+        chat_id: String,
+        question: String,
+        #[serde(default)]
+        prompt_kind: String,
+        options: Vec<PromptButton>,
+        #[serde(default)]
+        choices: Vec<String>,
+        #[serde(default)]
+        reply_to: Option<String>,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+        #[serde(default)]
+        timeout_s: Option<u32>,
+    },
     Interrupt {
         session_key: String,
         #[serde(default)]
@@ -115,9 +227,71 @@ pub enum Command {
     FrontsPlatform {
         platform: String,
     },
+    MintPrompt {
+        chat_id: String,
+        kind: String,
+    },
+    SupportsDraftStreaming {
+        chat_id: String,
+    },
+    PrefersFreshFinal {
+        chat_id: String,
+        text: String,
+    },
     Health {},
     State {},
     Stats {},
+}
+
+/// One of `prompt`'s `options`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptButton {
+    id: String,
+    label: String,
+    #[serde(default)]
+    style: Option<String>,
+}
+
+impl From<PromptButton> for PromptOption {
+    fn from(b: PromptButton) -> Self {
+        PromptOption {
+            id: b.id,
+            label: b.label,
+            style: b.style,
+        }
+    }
+}
+
+/// `processing_complete`'s `outcome`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnOutcome {
+    Success,
+    Failure,
+    Cancelled,
+}
+
+impl From<TurnOutcome> for ProcessingOutcome {
+    fn from(outcome: TurnOutcome) -> Self {
+        match outcome {
+            TurnOutcome::Success => ProcessingOutcome::Success,
+            TurnOutcome::Failure => ProcessingOutcome::Failure,
+            TurnOutcome::Cancelled => ProcessingOutcome::Cancelled,
+        }
+    }
+}
+
+/// An `event` argument: the event object (as the `message` line carries
+/// it) or its JSON text, passed on as text.
+fn event_json<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::String(text) => Ok(text),
+        event @ Value::Object(_) => Ok(event.to_string()),
+        _ => Err(serde::de::Error::custom(
+            "`event` must be the event object or its JSON text",
+        )),
+    }
 }
 
 /// Every op name, for the "unknown op" error.
@@ -130,6 +304,19 @@ pub const OP_NAMES: &[&str] = &[
     "follow_up",
     "get_chat_info",
     "raw_action",
+    "delete",
+    "stop_typing",
+    "react",
+    "processing_start",
+    "processing_complete",
+    "thread_create",
+    "thread_rename",
+    "auto_thread_info",
+    "send_draft",
+    "task_card",
+    "task_card_stop",
+    "abandon_open_draft",
+    "prompt",
     "interrupt",
     "go_dormant",
     "hold_redial",
@@ -141,6 +328,9 @@ pub const OP_NAMES: &[&str] = &[
     "message_len",
     "supports_op",
     "fronts_platform",
+    "mint_prompt",
+    "supports_draft_streaming",
+    "prefers_fresh_final",
     "health",
     "state",
     "stats",
@@ -245,6 +435,132 @@ async fn execute(handle: &AdapterHandle, op: Command) -> Outcome {
         Command::RawAction { action, platform } => Ok(sent(
             &handle.raw_action(Value::Object(action), platform).await,
         )),
+        Command::Delete {
+            chat_id,
+            message_id,
+            metadata,
+        } => Ok(sent(
+            &handle.delete_message(chat_id, message_id, metadata).await,
+        )),
+        Command::StopTyping { chat_id, metadata } => {
+            Ok(sent(&handle.stop_typing(chat_id, metadata).await))
+        }
+        Command::React {
+            chat_id,
+            message_id,
+            emoji,
+            remove,
+            metadata,
+        } => Ok(sent(
+            &handle
+                .react(chat_id, message_id, emoji, remove, metadata)
+                .await,
+        )),
+        Command::ProcessingStart { event } => empty(handle.processing_start(event).await),
+        Command::ProcessingComplete { event, outcome } => {
+            empty(handle.processing_complete(event, outcome.into()).await)
+        }
+        Command::ThreadCreate {
+            parent_chat_id,
+            name,
+            metadata,
+        } => Ok(sent(
+            &handle.create_thread(parent_chat_id, name, metadata).await,
+        )),
+        Command::ThreadRename {
+            thread_id,
+            name,
+            only_if_connector_created,
+            only_if_current_name,
+            parent_chat_id,
+            metadata,
+        } => {
+            let guard = match (only_if_connector_created, only_if_current_name) {
+                (true, Some(_)) => {
+                    return Err(
+                        "thread_rename: give at most one of `only_if_connector_created` \
+                                and `only_if_current_name`"
+                            .into(),
+                    );
+                }
+                (true, None) => RenameGuard::ConnectorCreated,
+                (false, Some(current)) => RenameGuard::CurrentName(current),
+                (false, None) => RenameGuard::None,
+            };
+            Ok(sent(
+                &handle
+                    .rename_thread(thread_id, name, guard, parent_chat_id, metadata)
+                    .await,
+            ))
+        }
+        Command::AutoThreadInfo {
+            chat_id,
+            timeout_ms,
+        } => Ok(sent(
+            &handle
+                .auto_thread_info(chat_id, Duration::from_millis(timeout_ms))
+                .await,
+        )),
+        Command::SendDraft {
+            chat_id,
+            draft_id,
+            content,
+            metadata,
+        } => Ok(sent(
+            &handle
+                .send_draft(chat_id, draft_id, content, metadata)
+                .await,
+        )),
+        Command::TaskCard {
+            chat_id,
+            reply_to,
+            chunks,
+            metadata,
+        } => Ok(sent(
+            &handle
+                .task_card(
+                    chat_id,
+                    reply_to,
+                    chunks.into_iter().map(Value::Object).collect(),
+                    metadata,
+                )
+                .await,
+        )),
+        Command::TaskCardStop {
+            chat_id,
+            reply_to,
+            metadata,
+        } => Ok(sent(
+            &handle.task_card_stop(chat_id, reply_to, metadata).await,
+        )),
+        Command::AbandonOpenDraft { chat_id, content } => {
+            Ok(sent(&handle.abandon_open_draft(chat_id, content).await))
+        }
+        Command::Prompt {
+            prompt_id,
+            chat_id,
+            question,
+            prompt_kind,
+            options,
+            choices,
+            reply_to,
+            metadata,
+            timeout_s,
+        } => Ok(sent(
+            &handle
+                .prompt(PromptRequest {
+                    prompt_id,
+                    chat_id,
+                    question,
+                    prompt_kind,
+                    options: options.into_iter().map(Into::into).collect(),
+                    choices,
+                    reply_to,
+                    metadata,
+                    timeout_s,
+                })
+                .await,
+        )),
         Command::Interrupt {
             session_key,
             reason,
@@ -289,6 +605,21 @@ async fn execute(handle: &AdapterHandle, op: Command) -> Outcome {
             .fronts_platform(&platform)
             .await
             .map(|b| json!({"fronts": b}))
+            .map_err(text),
+        Command::MintPrompt { chat_id, kind } => handle
+            .mint_prompt(chat_id, kind)
+            .await
+            .map(|id| json!({"prompt_id": id}))
+            .map_err(text),
+        Command::SupportsDraftStreaming { chat_id } => handle
+            .supports_draft_streaming(chat_id)
+            .await
+            .map(|b| json!({"supported": b}))
+            .map_err(text),
+        Command::PrefersFreshFinal { chat_id, text: t } => handle
+            .prefers_fresh_final(chat_id, t)
+            .await
+            .map(|b| json!({"prefers_fresh_final": b}))
             .map_err(text),
         Command::Health {} => handle.health().await.map(|h| health(&h)).map_err(text),
         Command::State {} => handle
