@@ -618,6 +618,26 @@ fn a_send_without_an_auto_thread_or_the_timeout_reports_a_miss() {
 }
 
 #[test]
+fn auto_thread_waiters_are_bounded() {
+    let mut cfg = test_config();
+    cfg.max_pending = 2;
+    let mut h = Harness::new(cfg);
+    h.connect();
+    let (a, out_a) = auto_thread_info(&mut h, "c1", 60_000);
+    let (b, out_b) = auto_thread_info(&mut h, "c2", 60_000);
+    assert!(completion(&out_a, a).is_none() && completion(&out_b, b).is_none());
+    let (c, out) = auto_thread_info(&mut h, "c3", 60_000);
+    let refused = sent_result(&out, c);
+    assert!(!refused.success && !refused.ambiguous);
+    assert!(
+        refused
+            .error
+            .unwrap_or_default()
+            .contains("already waiting")
+    );
+}
+
+#[test]
 fn auto_thread_feedback_is_bounded_and_waiters_end_with_the_adapter() {
     let mut h = Harness::new(test_config());
     let conn = h.connect();

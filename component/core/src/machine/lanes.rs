@@ -312,6 +312,14 @@ impl Machine {
                     return self
                         .complete(request, Completion::Sent(SendResult::transport_closed()));
                 }
+                // Waiters hold no request slot: bound them on their own.
+                if self.lanes.waiters.len() >= self.cfg.max_pending {
+                    let why = format!(
+                        "relay auto-thread wait refused: {} callers are already waiting",
+                        self.cfg.max_pending
+                    );
+                    return self.refuse(request, &why);
+                }
                 self.lanes.seq += 1;
                 let deadline = now.mono_ns.saturating_add(ms(*timeout_ms));
                 self.lanes
