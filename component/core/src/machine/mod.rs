@@ -6,6 +6,8 @@
 //! are drained with [`Machine::poll_output`]. Every command completes exactly
 //! once; inputs for a connection that is no longer current are ignored.
 
+#[cfg(test)]
+mod card_tests;
 mod config;
 mod deliveries;
 #[cfg(test)]
