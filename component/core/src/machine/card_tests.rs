@@ -2,20 +2,10 @@
 //! `task_card`, §9.6, §9.10).
 
 use super::tests::{
-    Harness, actions, inbound_line, outbound_request_id, result_line, sent, sent_result,
-    test_config, warns,
+    Harness, actions, answer, inbound_line, lane, sent, sent_result, test_config, warns,
 };
 use super::*;
 use serde_json::json;
-
-fn lane(h: &mut Harness, lane: Lane) -> (u64, Vec<Output>) {
-    h.command(Command::Lane(&lane))
-}
-
-fn answer(h: &mut Harness, conn: u32, out: &[Output], result: Value) -> Vec<Output> {
-    let rid = outbound_request_id(&sent(out));
-    h.recv(conn, &result_line(&rid, result))
-}
 
 // ----- command manifest ------------------------------------------------------------
 

@@ -3,8 +3,8 @@
 //! and how each command completes.
 
 use super::tests::{
-    Harness, actions, completion, deliveries, inbound_line, outbound_frames, outbound_request_id,
-    result_line, sent, sent_result, test_config, warns,
+    Harness, actions, answer, completion, deliveries, inbound_line, lane, outbound_frames, sent,
+    sent_result, test_config, warns,
 };
 use super::*;
 use serde_json::json;
@@ -27,15 +27,6 @@ fn slack() -> (Harness, u32) {
     h.recv(conn, r#"{"type":"inbound","event":{"text":"hi","message_id":"1700.0001","source":{"platform":"slack","chat_id":"D1","chat_type":"dm","user_id":"U1"}}}"#);
     h.recv(conn, r#"{"type":"inbound","event":{"text":"yo","message_id":"1700.0002","source":{"platform":"slack","chat_id":"C1","chat_type":"group","user_id":"U2","scope_id":"T1"}}}"#);
     (h, conn)
-}
-
-fn lane(h: &mut Harness, lane: Lane) -> (u64, Vec<Output>) {
-    h.command(Command::Lane(&lane))
-}
-
-fn answer(h: &mut Harness, conn: u32, out: &[Output], result: Value) -> Vec<Output> {
-    let rid = outbound_request_id(&sent(out));
-    h.recv(conn, &result_line(&rid, result))
 }
 
 // ----- delete ----------------------------------------------------------------

@@ -136,6 +136,17 @@ pub(super) fn sent(outputs: &[Output]) -> Vec<GatewayFrame> {
         .collect()
 }
 
+/// Feeds one 0.2 lane command.
+pub(super) fn lane(h: &mut Harness, lane: Lane) -> (u64, Vec<Output>) {
+    h.command(Command::Lane(&lane))
+}
+
+/// Answers the outbound request in `out` with `result`.
+pub(super) fn answer(h: &mut Harness, conn: u32, out: &[Output], result: Value) -> Vec<Output> {
+    let rid = outbound_request_id(&sent(out));
+    h.recv(conn, &result_line(&rid, result))
+}
+
 /// The outbound frames in `outputs`, as JSON.
 pub(super) fn outbound_frames(outputs: &[Output]) -> Vec<serde_json::Value> {
     outputs
