@@ -72,6 +72,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
                     // Only for prompts this adapter minted and sent (none here).
                     println!("prompt {} answered with {}", answer.prompt_id, answer.option_id);
                 }
+                Some(Event::Labels(labels)) => {
+                    // Store these (a database, a file) and give them back
+                    // with `handle.prime_labels` after a restart.
+                    println!("labels of {}: {:?}", labels.chat_id, labels.chat_name);
+                }
                 Some(Event::State { state, detail }) => eprintln!("state: {state} {detail}"),
                 Some(Event::Fatal { code, message, retryable }) => {
                     eprintln!("fatal: {code}: {message}");

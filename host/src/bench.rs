@@ -59,6 +59,11 @@ impl Harness {
                 max_message_bytes: 1 << 20,
             },
             io: IoSink::new(io_tx, 1 << 20),
+            // No media client: the bench measures the text path.
+            media: crate::store::MediaSink {
+                client: None,
+                reports: mpsc::unbounded_channel().0,
+            },
             label: "bench".into(),
         };
         let mut store = store::new_store(plugin.engine(), &config, parts);

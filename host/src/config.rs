@@ -160,8 +160,62 @@ pub struct AdapterConfig {
     /// read or holds no certificate fails it with
     /// [`AdapterError::Config`](crate::AdapterError::Config).
     pub ca_file: Option<PathBuf>,
+    /// The media client (spec §9.1): downloads of inbound attachments and
+    /// uploads for [`AdapterHandle::send_media`](crate::AdapterHandle::send_media).
+    /// `None` (the default): no client, so inbound connector re-hosts are
+    /// dropped (public URLs kept) and local files cannot be sent. Needs a
+    /// 0.2 component.
+    pub media: Option<MediaOptions>,
     /// Limits the host enforces on the component and its sockets.
     pub limits: HostLimits,
+}
+
+/// The host's media client (spec §9.1). Downloads go to new files in
+/// [`dir`](Self::dir) (mode 0600, the directory 0700), named by the host;
+/// the component deletes them when the gateway rejects the delivery, or
+/// [`retention`](Self::retention) after it accepts it. The host sends no
+/// `Authorization` header and no upload to any origin but the connector's,
+/// follows no redirect itself, uses no proxy, and refuses loopback,
+/// private, link-local, CGNAT and other special addresses for any origin
+/// but the connector's unless [`allow_private_addresses`](Self::allow_private_addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaOptions {
+    /// Where downloaded files are written; only the operator should be
+    /// able to write it.
+    pub dir: PathBuf,
+    /// Let origins other than the connector's resolve to private and
+    /// loopback addresses (a media server on the operator's own network;
+    /// tests). Off by default.
+    pub allow_private_addresses: bool,
+    /// Per-file cap, both directions (spec: 25 MiB).
+    pub max_bytes: u64,
+    /// Timeout of one media request (spec: 30 s).
+    pub timeout: Duration,
+    /// How long a downloaded file is kept after its delivery was accepted
+    /// (default 1 h).
+    pub retention: Duration,
+    /// Downloaded files kept at once; past it new downloads are refused
+    /// (files in use are never deleted to make room). Default 512.
+    pub max_files: u32,
+    /// Bytes of downloaded files kept at once; past it new downloads are
+    /// refused. Default 1 GiB.
+    pub max_total_bytes: u64,
+}
+
+impl MediaOptions {
+    /// The spec's defaults, writing to `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let core = relay_core::machine::MediaConfig::default();
+        Self {
+            dir: dir.into(),
+            allow_private_addresses: false,
+            max_bytes: core.max_bytes,
+            timeout: Duration::from_millis(core.timeout_ms),
+            retention: Duration::from_millis(core.retention_ms),
+            max_files: u32::try_from(core.max_files).unwrap_or(u32::MAX),
+            max_total_bytes: core.max_total_bytes,
+        }
+    }
 }
 
 impl AdapterConfig {
@@ -278,6 +332,32 @@ impl AdapterConfig {
             self.reconnect_initial <= self.reconnect_max,
             "reconnect_initial must not exceed reconnect_max".into(),
         );
+        if let Some(m) = &self.media {
+            check(
+                m.max_bytes >= 1,
+                "media.max_bytes must be at least 1".into(),
+            );
+            check(
+                m.max_files >= 1,
+                "media.max_files must be at least 1".into(),
+            );
+            check(
+                m.max_total_bytes >= m.max_bytes,
+                "media.max_total_bytes must be at least media.max_bytes".into(),
+            );
+            for (name, value) in [
+                ("media.timeout", m.timeout),
+                ("media.retention", m.retention),
+            ] {
+                check(
+                    !value.is_zero() && value <= MAX_DURATION,
+                    format!(
+                        "{name} must be longer than 0 and at most {} days",
+                        MAX_DURATION.as_secs() / 86_400
+                    ),
+                );
+            }
+        }
         check(
             l.restart_initial <= l.restart_max,
             "limits.restart_initial must not exceed limits.restart_max".into(),
@@ -369,6 +449,7 @@ impl Default for AdapterConfig {
             prompt_nonce: None,
             command_manifest: Vec::new(),
             ca_file: None,
+            media: None,
             limits: HostLimits::default(),
         }
     }

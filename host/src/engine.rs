@@ -32,6 +32,8 @@ pub(crate) enum Feed {
     /// Verdicts in the order the gateway gave them.
     Deliveries(Vec<(u64, bool)>),
     Request(u64, Request),
+    /// A media job's outcome (`on-media-done`, 0.2).
+    MediaDone(u64, crate::media::MediaOutcome),
 }
 
 /// How [`start`] went.
@@ -170,6 +172,7 @@ macro_rules! component_calls {
                         _ => guest.call_answer_deliveries(s, &answers).await,
                     },
                     Feed::Request(id, request) => send_request(guest, s, id, request).await,
+                    Feed::MediaDone(job, outcome) => media_done(guest, s, job, outcome).await,
                 }
             }
 
@@ -303,6 +306,7 @@ macro_rules! component_calls {
                         .call_hold_route(s, &chat_id, hold)
                         .await
                         .map(|()| Answer::Unit),
+                    Query::PrimeLabels(labels) => prime_labels(guest, s, labels).await,
                     Query::PrimeRoute {
                         chat_id,
                         platform,
@@ -330,6 +334,26 @@ macro_rules! component_calls {
 const UNSUPPORTED_0_1: &str = "not supported by this component (api 0.1.0)";
 
 component_calls!(v0_1 {
+    /// 0.1 keeps no label record.
+    async fn prime_labels(
+        _guest: &Guest,
+        _s: &mut Store<HostState>,
+        _labels: crate::types::ChatLabels,
+    ) -> wasmtime::Result<Answer> {
+        Ok(Answer::Unsupported(UNSUPPORTED_0_1))
+    }
+
+    /// 0.1 asks for no media jobs: a report cannot be for it.
+    async fn media_done(
+        _guest: &Guest,
+        s: &mut Store<HostState>,
+        job: u64,
+        _outcome: crate::media::MediaOutcome,
+    ) -> wasmtime::Result<()> {
+        tracing::debug!(adapter = %s.data().label, job, "media report for a 0.1 component dropped");
+        Ok(())
+    }
+
     /// 0.1 has no `mint-prompt`: the handle reports it as an error.
     async fn mint_prompt(
         _guest: &Guest,
@@ -389,6 +413,43 @@ component_calls!(v0_1 {
 });
 
 component_calls!(v0_2 {
+    async fn prime_labels(
+        guest: &Guest,
+        s: &mut Store<HostState>,
+        l: crate::types::ChatLabels,
+    ) -> wasmtime::Result<Answer> {
+        let labels = crate::bindings::v0_2::wit::ChatLabels {
+            scope_id: l.scope_id,
+            chat_id: l.chat_id,
+            chat_name: l.chat_name,
+            chat_topic: l.chat_topic,
+            parent_chat_id: l.parent_chat_id,
+            user_id: l.user_id,
+            user_name: l.user_name,
+        };
+        guest
+            .call_prime_labels(s, &labels)
+            .await
+            .map(|()| Answer::Unit)
+    }
+
+    async fn media_done(
+        guest: &Guest,
+        s: &mut Store<HostState>,
+        job: u64,
+        o: crate::media::MediaOutcome,
+    ) -> wasmtime::Result<()> {
+        let outcome = crate::bindings::v0_2::wit::MediaOutcome {
+            status: o.status,
+            error: o.error,
+            headers: o.headers,
+            size: o.size,
+            path: o.path,
+            body: o.body,
+        };
+        guest.call_on_media_done(s, job, &outcome).await
+    }
+
     async fn mint_prompt(
         guest: &Guest,
         s: &mut Store<HostState>,
@@ -559,6 +620,15 @@ component_calls!(v0_2 {
             } => wit::LaneCommand::AutoThreadInfo(wit::AutoThreadWait {
                 chat_id,
                 timeout_ms,
+            }),
+            Lane::SendMedia(m) => wit::LaneCommand::SendMedia(wit::MediaSend {
+                chat_id: m.chat_id,
+                kind: m.kind,
+                source: m.source,
+                caption: m.caption,
+                reply_to: m.reply_to,
+                filename: m.filename,
+                metadata: m.metadata,
             }),
         }
     }

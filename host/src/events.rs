@@ -36,6 +36,12 @@ pub enum Event {
     /// ([`AdapterHandle::mint_prompt`](crate::AdapterHandle::mint_prompt)); the answering
     /// event is consumed by the component, never delivered as a message.
     PromptAnswer(PromptAnswer),
+    /// The Discord text lane observed new chat labels (0.2, spec §7.7):
+    /// store them, off the hot path (the latest per chat and author wins),
+    /// and give them back with
+    /// [`AdapterHandle::prime_labels`](crate::AdapterHandle::prime_labels)
+    /// after a restart. Unchanged labels are not reported.
+    Labels(crate::types::ChatLabels),
     /// A fatal condition: from the component (e.g. `relay_disabled`) or from
     /// the host: `guest_trap` and `restart_failed` (retryable: a new instance
     /// follows), `start_failed` and `restart_budget_exhausted` (not

@@ -362,6 +362,17 @@ impl AdapterHandle {
         .map(|_| ())
     }
 
+    /// Restore a chat-label record stored from [`Event::Labels`](crate::Event::Labels)
+    /// (spec §7.7), typically for each stored record after a restart. It
+    /// never overrides what the adapter observed itself since it started.
+    /// A 0.1 component keeps no record: [`AdapterError::Unsupported`].
+    pub async fn prime_labels(&self, labels: crate::types::ChatLabels) -> Result<(), AdapterError> {
+        match self.query(Query::PrimeLabels(labels)).await? {
+            Answer::Unit => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Current connection state.
     pub async fn state(&self) -> Result<State, AdapterError> {
         match self.query(Query::State).await? {

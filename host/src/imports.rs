@@ -15,6 +15,38 @@ use crate::socket::{self, Conn, Outgoing};
 use crate::store::{Action, HostState};
 use crate::types::{ChatInfo, SendResult, State};
 
+/// Runs one media job on its own task (imports never block); its outcome
+/// comes back to the actor as a [`MediaReport`](crate::store::MediaReport).
+/// Without a media client the job fails at once, after the current call.
+fn media_job<F, Fut>(host: &mut HostState, job: u64, run: F)
+where
+    F: FnOnce(crate::media::MediaClient) -> Fut,
+    Fut: std::future::Future<Output = crate::media::MediaOutcome> + Send + 'static,
+{
+    let Some(client) = host.media.client.clone() else {
+        host.actions.push(Action::MediaDone {
+            job,
+            outcome: crate::media::MediaOutcome {
+                error: Some("no media client".into()),
+                ..Default::default()
+            },
+        });
+        return;
+    };
+    let reports = host.media.reports.clone();
+    let instance = host.instance;
+    let work = run(client);
+    tokio::spawn(async move {
+        let outcome = work.await;
+        // The actor may be gone; its files are then the directory's.
+        let _ = reports.send(crate::store::MediaReport {
+            instance,
+            job,
+            outcome,
+        });
+    });
+}
+
 /// The `host` imports and the conversions to public types, for the version
 /// module `$v` of `crate::bindings`.
 macro_rules! host_imports {
@@ -231,8 +263,53 @@ macro_rules! host_imports {
 }
 
 host_imports!(v0_1);
-// 0.2 added `prompt-answered`.
+// 0.2 added `prompt-answered` and the media imports.
 host_imports!(v0_2 {
+    fn labels_observed(&mut self, l: wit::ChatLabels) {
+        let _ = self.events.send(Event::Labels(crate::types::ChatLabels {
+            scope_id: l.scope_id,
+            chat_id: l.chat_id,
+            chat_name: l.chat_name,
+            chat_topic: l.chat_topic,
+            parent_chat_id: l.parent_chat_id,
+            user_id: l.user_id,
+            user_name: l.user_name,
+        }));
+    }
+
+    fn fetch_media(&mut self, job: u64, r: wit::MediaRequest) {
+        let request = crate::media::FetchRequest {
+            url: r.url,
+            headers: r.headers,
+            max_bytes: r.max_bytes,
+            timeout: std::time::Duration::from_millis(r.timeout_ms.max(1)),
+            want_headers: r.want_headers,
+            name_hint: r.name_hint,
+        };
+        media_job(self, job, |client| async move { client.fetch(request).await });
+    }
+
+    fn upload_media(&mut self, job: u64, r: wit::MediaRequest, path: String) {
+        let request = crate::media::UploadRequest {
+            url: r.url,
+            headers: r.headers,
+            max_bytes: r.max_bytes,
+            timeout: std::time::Duration::from_millis(r.timeout_ms.max(1)),
+            path: path.into(),
+        };
+        media_job(self, job, |client| async move { client.upload(request).await });
+    }
+
+    fn delete_media(&mut self, paths: Vec<String>) {
+        for path in &paths {
+            self.media_written.remove(path);
+        }
+        if let Some(client) = &self.media.client {
+            let removed = client.delete(&paths);
+            tracing::debug!(adapter = %self.label, asked = paths.len(), removed, "media files deleted");
+        }
+    }
+
     fn prompt_answered(&mut self, a: wit::PromptAnswer) {
         tracing::debug!(adapter = %self.label, prompt = a.prompt_id, option = a.option_id, "prompt answered");
         let _ = self.events.send(Event::PromptAnswer(PromptAnswer {

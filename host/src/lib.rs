@@ -47,7 +47,7 @@
 // 1. public types: config, types, error, metrics, tls
 // 2. messages: admission, messages, events
 // 3. handle
-// 4. sandbox: socket, bindings, store, imports, cache
+// 4. sandbox: socket, bindings, store, imports, cache, media
 // 5. plugin
 // 6. engines: engine (+ engine::native), bench, probe
 // 7. actor
@@ -63,6 +63,8 @@ mod error;
 mod events;
 mod handle;
 mod imports;
+#[doc(hidden)]
+pub mod media;
 mod messages;
 mod metrics;
 mod plugin;
@@ -76,7 +78,7 @@ mod types;
 pub use actor::Adapter;
 pub use config::{
     AdapterConfig, DEFAULT_MEMORY_BYTES, HostLimits, Identity, MIN_LINE_BYTES, MIN_MEMORY_BYTES,
-    Secret,
+    MediaOptions, Secret,
 };
 pub use error::{AdapterError, PluginError};
 pub use events::{DeliveryAck, Event, EventStream, MessageEvent, PromptAnswer};
@@ -85,6 +87,6 @@ pub use handle::AdapterHandle;
 pub use plugin::EMBEDDED_COMPONENT;
 pub use plugin::{CacheUse, Plugin, PluginOptions};
 pub use types::{
-    ChatInfo, HOST_API_VERSION, Health, ProcessingOutcome, PromptOption, PromptRequest,
-    RenameGuard, SUPPORTED_API_VERSIONS, SendResult, State,
+    ChatInfo, ChatLabels, HOST_API_VERSION, Health, MediaKind, MediaSendRequest, ProcessingOutcome,
+    PromptOption, PromptRequest, RenameGuard, SUPPORTED_API_VERSIONS, SendResult, State,
 };

@@ -88,7 +88,8 @@ impl Request {
                 | Lane::AbandonOpenDraft { .. }
                 | Lane::Prompt(_)
                 | Lane::TaskCard { .. }
-                | Lane::TaskCardStop { .. } => true,
+                | Lane::TaskCardStop { .. }
+                | Lane::SendMedia(_) => true,
                 Lane::ProcessingStart { .. }
                 | Lane::ProcessingComplete { .. }
                 | Lane::AutoThreadInfo { .. } => false,
@@ -124,6 +125,7 @@ impl Request {
                 | Lane::AutoThreadInfo { chat_id, .. } => Some(chat_id.clone()),
                 Lane::ThreadCreate { parent_chat_id, .. } => Some(parent_chat_id.clone()),
                 Lane::Prompt(prompt) => Some(prompt.chat_id.clone()),
+                Lane::SendMedia(m) => Some(m.chat_id.clone()),
                 // The machine addresses the parent when one is given.
                 Lane::ThreadRename {
                     thread_id,
@@ -233,6 +235,7 @@ impl Request {
                 Lane::TaskCard { .. } => "task_card",
                 Lane::TaskCardStop { .. } => "task_card_stop",
                 Lane::AutoThreadInfo { .. } => "auto_thread_info",
+                Lane::SendMedia(_) => "send_media",
             },
             Request::Interrupt { .. } => "interrupt",
             Request::Shutdown => "shutdown",
@@ -277,6 +280,8 @@ pub(crate) enum Query {
         user_id: Option<String>,
         profile: Option<String>,
     },
+    /// 0.2: restore a stored chat-label record.
+    PrimeLabels(crate::types::ChatLabels),
 }
 
 /// Answer to a [`Query`].

@@ -39,6 +39,21 @@ const COUNTERS: &[(&str, &str, &str)] = &[
     ),
     ("acks", "relay_acks_total", "inbound_ack frames sent."),
     (
+        "media_downloads",
+        "relay_media_downloads_total",
+        "Media downloads asked of the host (redirect hops included).",
+    ),
+    (
+        "media_uploads",
+        "relay_media_uploads_total",
+        "Media uploads asked of the host.",
+    ),
+    (
+        "media_failures",
+        "relay_media_failures_total",
+        "Inbound attachments not localised, and failed uploads.",
+    ),
+    (
         "dedupe_hits",
         "relay_dedupe_hits_total",
         "Replayed inbound messages dropped by dedupe.",
@@ -109,6 +124,18 @@ const GAUGES: &[(&str, &str, f64, &str)] = &[
         "Deliveries awaiting the gateway's accept or reject.",
     ),
     ("routes", "relay_routes", 1.0, "Chats in the routing cache."),
+    (
+        "media_files",
+        "relay_media_files",
+        1.0,
+        "Downloaded media files kept (awaiting a verdict or within retention).",
+    ),
+    (
+        "media_bytes",
+        "relay_media_bytes",
+        1.0,
+        "Bytes of downloaded media files kept.",
+    ),
     (
         "route_pins",
         "relay_route_pins",

@@ -83,6 +83,11 @@ pub(crate) struct Pending {
 pub(crate) enum Action {
     /// Report `on-dial-failed(conn, 0, reason)`.
     DialFailed { conn: u32, reason: String },
+    /// Report `on-media-done(job, outcome)` (a job refused at once).
+    MediaDone {
+        job: u64,
+        outcome: crate::media::MediaOutcome,
+    },
 }
 
 /// Store data of one component instance.
@@ -130,6 +135,11 @@ pub(crate) struct HostState {
     pub log_budget: LogBudget,
     /// Adapter label for logs.
     pub label: Arc<str>,
+    /// The media client and its report channel.
+    pub media: MediaSink,
+    /// Files downloaded for this instance and not deleted yet (deleted
+    /// after the retention if the instance is lost).
+    pub media_written: std::collections::HashSet<String>,
 }
 
 impl WasiView for HostState {
@@ -141,8 +151,25 @@ impl WasiView for HostState {
     }
 }
 
+/// A media job's outcome, reported by its task to the actor.
+pub(crate) struct MediaReport {
+    /// The instance that asked (a later one must not get it).
+    pub instance: u64,
+    pub job: u64,
+    pub outcome: crate::media::MediaOutcome,
+}
+
+/// The media client and where its tasks report.
+#[derive(Clone)]
+pub(crate) struct MediaSink {
+    /// `None`: the host has no media client.
+    pub client: Option<crate::media::MediaClient>,
+    pub reports: mpsc::UnboundedSender<MediaReport>,
+}
+
 /// Channels and identity the actor hands to each new store.
 pub(crate) struct StoreParts {
+    pub media: MediaSink,
     pub instance: u64,
     pub events: mpsc::UnboundedSender<Event>,
     pub verdicts: mpsc::UnboundedSender<Verdict>,
@@ -214,6 +241,8 @@ pub(crate) fn new_store(
         stderr,
         log_budget,
         label: parts.label,
+        media: parts.media,
+        media_written: std::collections::HashSet::new(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

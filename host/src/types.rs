@@ -371,6 +371,145 @@ impl From<PromptRequest> for relay_core::machine::PromptSend {
     }
 }
 
+/// What `send_media` sends (spec §2.7 `send_media`, §9.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    /// A picture.
+    Image,
+    /// A voice note.
+    Voice,
+    /// An audio file.
+    Audio,
+    /// A video.
+    Video,
+    /// Any other file.
+    Document,
+}
+
+impl MediaKind {
+    /// The wire's `media_kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Voice => "voice",
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+            MediaKind::Document => "document",
+        }
+    }
+}
+
+/// A media message for [`send_media`](crate::AdapterHandle::send_media).
+///
+/// ```
+/// use relay_host::{MediaKind, MediaSendRequest};
+/// let request = MediaSendRequest::new("chan1", MediaKind::Document, "/tmp/report.pdf")
+///     .with_caption("the report");
+/// assert_eq!(request.filename, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSendRequest {
+    /// The chat.
+    pub chat_id: String,
+    /// What it is.
+    pub kind: MediaKind,
+    /// A local file (uploaded to the connector first; needs
+    /// [`AdapterConfig::media`](crate::AdapterConfig::media)) or a public
+    /// `http(s)` URL (sent as is).
+    pub source: String,
+    /// The caption (the frame's `content`).
+    pub caption: String,
+    /// The message replied to.
+    pub reply_to: Option<String>,
+    /// The file name shown; also the upload's `X-Media-Filename` (default:
+    /// the local file's name).
+    pub filename: Option<String>,
+    /// Metadata (the route is re-attached, as for a send).
+    pub metadata: Map<String, Value>,
+}
+
+impl MediaSendRequest {
+    /// A media message with no caption, anchor, file name or metadata.
+    pub fn new(chat_id: impl Into<String>, kind: MediaKind, source: impl Into<String>) -> Self {
+        Self {
+            chat_id: chat_id.into(),
+            kind,
+            source: source.into(),
+            caption: String::new(),
+            reply_to: None,
+            filename: None,
+            metadata: Map::new(),
+        }
+    }
+
+    /// With a caption.
+    pub fn with_caption(mut self, caption: impl Into<String>) -> Self {
+        self.caption = caption.into();
+        self
+    }
+
+    /// Replying to a message.
+    pub fn with_reply_to(mut self, message_id: impl Into<String>) -> Self {
+        self.reply_to = Some(message_id.into());
+        self
+    }
+
+    /// With a file name.
+    pub fn with_filename(mut self, name: impl Into<String>) -> Self {
+        self.filename = Some(name.into());
+        self
+    }
+
+    /// With metadata.
+    pub fn with_metadata(mut self, metadata: Map<String, Value>) -> Self {
+        self.metadata = metadata;
+        self
+    }
+}
+
+impl From<MediaSendRequest> for relay_core::machine::MediaSend {
+    fn from(m: MediaSendRequest) -> Self {
+        Self {
+            chat_id: m.chat_id,
+            kind: m.kind.as_str().to_owned(),
+            source: m.source,
+            caption: m.caption,
+            reply_to: m.reply_to,
+            filename: m.filename,
+            metadata: Value::Object(m.metadata).to_string(),
+        }
+    }
+}
+
+/// What the Discord text lane observed about a chat (spec §7.7): its name,
+/// topic and parent, and an author's display name in it. Interactions
+/// (slash commands, buttons, modals) present these labels instead of their
+/// payload's, so a session's labels do not flip between a slash command
+/// and a text message. `None` values are observations too.
+///
+/// The adapter reports each change as [`Event::Labels`](crate::Event::Labels);
+/// store the latest per (`scope_id`, `chat_id`, `user_id`) and give them
+/// back with [`prime_labels`](crate::AdapterHandle::prime_labels) after a
+/// restart.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ChatLabels {
+    /// The guild, `""` for none.
+    pub scope_id: String,
+    /// The chat.
+    pub chat_id: String,
+    /// The chat's name.
+    pub chat_name: Option<String>,
+    /// The chat's topic.
+    pub chat_topic: Option<String>,
+    /// The parent channel when the chat is a thread.
+    pub parent_chat_id: Option<String>,
+    /// The author whose display name this is.
+    pub user_id: Option<String>,
+    /// The author's display name in the chat.
+    pub user_name: Option<String>,
+}
+
 /// Answer to `get_chat_info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatInfo {

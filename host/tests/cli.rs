@@ -34,6 +34,7 @@ const ENV_VARS: &[&str] = &[
     "GATEWAY_RELAY_SECRET",
     "RELAY_METRICS_LISTEN",
     "GATEWAY_RELAY_CA_FILE",
+    "GATEWAY_RELAY_MEDIA_DIR",
     "RELAY_CACHE_DIR",
     "RUST_LOG",
 ];
@@ -499,6 +500,36 @@ fn check_line(line: &str) -> Value {
             }
             assert!(v["text_capture"].is_boolean(), "{line}");
             assert!(v["event"].is_object(), "{line}");
+        }
+        "labels" => {
+            assert_eq!(keys(&v), set(&["kind", "labels"]), "{line}");
+            let l = &v["labels"];
+            assert_eq!(
+                keys(l),
+                set(&[
+                    "scope_id",
+                    "chat_id",
+                    "chat_name",
+                    "chat_topic",
+                    "parent_chat_id",
+                    "user_id",
+                    "user_name"
+                ]),
+                "{line}"
+            );
+            assert!(
+                l["scope_id"].is_string() && l["chat_id"].is_string(),
+                "{line}"
+            );
+            for k in [
+                "chat_name",
+                "chat_topic",
+                "parent_chat_id",
+                "user_id",
+                "user_name",
+            ] {
+                assert!(string_or_null(&l[k]), "{k}: {line}");
+            }
         }
         other => panic!("unknown kind {other:?}: {line}"),
     }
@@ -1367,6 +1398,25 @@ async fn env_identities_reach_the_connector_hellos() {
 /// Arguments, extra environment, expected stderr text.
 type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
 
+/// Runs `relay-host args` with `env` added: exit 2, nothing on stdout and
+/// `expected` on stderr, which is returned.
+async fn expect_exit_2(args: &[&str], env: &[(&str, &str)], expected: &str) -> String {
+    let mut cmd = relay_host(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut p = Proc::start(cmd, &format!("relay-host {args:?} {env:?}"));
+    assert_eq!(p.wait_exit(WAIT).await, 2, "{}", p.context());
+    assert!(p.stdout_lines().is_empty(), "{}", p.context());
+    let stderr = p.stderr();
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in stderr: {}",
+        p.context()
+    );
+    stderr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_and_configuration_errors_exit_2() {
     let url = "http://127.0.0.1:9";
@@ -1594,19 +1644,7 @@ async fn usage_and_configuration_errors_exit_2() {
         ),
     ];
     for (args, env, expected) in cases {
-        let mut cmd = relay_host(&args);
-        for (k, v) in &env {
-            cmd.env(k, v);
-        }
-        let mut p = Proc::start(cmd, &format!("relay-host {args:?} {env:?}"));
-        assert_eq!(p.wait_exit(WAIT).await, 2, "{}", p.context());
-        assert!(p.stdout_lines().is_empty(), "{}", p.context());
-        let stderr = p.stderr();
-        assert!(
-            stderr.contains(expected),
-            "expected {expected:?} in stderr: {}",
-            p.context()
-        );
+        let stderr = expect_exit_2(&args, &env, expected).await;
         // The one secret exception: clap repeats the rejected argument.
         if !args.contains(&"--secret") {
             assert!(!stderr.contains(SECRET), "secret echoed: {stderr}");

@@ -35,6 +35,13 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+#[path = "host/labels.rs"]
+mod labels;
+#[path = "host/media_client.rs"]
+mod media_client;
+#[path = "host/media_e2e.rs"]
+mod media_e2e;
+
 // ---------------------------------------------------------------- harness
 
 /// Polls `cond` until it holds or [`WAIT`] passes.

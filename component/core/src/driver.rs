@@ -11,7 +11,8 @@
 //! guest, wasmtime's in the host.
 
 use crate::machine::{
-    Command, Completion, Delivery, Input, Lane, Level, Machine, Now, Output, PromptAnswer, State,
+    ChatLabels, Command, Completion, Delivery, Input, Lane, Level, Machine, MediaRequest, Now,
+    Output, PromptAnswer, State,
 };
 use crate::outcome::{ChatInfo, SendResult};
 
@@ -41,6 +42,14 @@ pub trait Effects {
     fn log(&mut self, level: Level, message: String);
     /// The answer to a prompt this instance minted.
     fn prompt_answered(&mut self, answer: PromptAnswer);
+    /// Download a media URL; report through [`Input::MediaDone`].
+    fn fetch_media(&mut self, job: u64, request: MediaRequest);
+    /// Upload a local file; report through [`Input::MediaDone`].
+    fn upload_media(&mut self, job: u64, request: MediaRequest, path: String);
+    /// Delete downloaded files.
+    fn delete_media(&mut self, paths: Vec<String>);
+    /// New chat labels to store (§7.7).
+    fn labels_observed(&mut self, labels: ChatLabels);
 }
 
 /// Feeds `input` at `fx.now()` and drains every output into `fx`.
@@ -85,6 +94,10 @@ pub fn drain(machine: &mut Machine, fx: &mut impl Effects) {
             } => fx.fatal(code, message, retryable),
             Output::Log { level, message } => fx.log(level, message),
             Output::PromptAnswer(answer) => fx.prompt_answered(*answer),
+            Output::FetchMedia { job, request } => fx.fetch_media(job, request),
+            Output::UploadMedia { job, request, path } => fx.upload_media(job, request, path),
+            Output::DeleteMedia(paths) => fx.delete_media(paths),
+            Output::LabelsObserved(labels) => fx.labels_observed(*labels),
         }
     }
 }
@@ -203,6 +216,14 @@ macro_rules! config_from_record {
         cfg.platform_extra = c.platform_extra.clone();
         cfg.prompt_nonce = c.prompt_nonce.clone();
         cfg.command_manifest = c.command_manifest.clone();
+        cfg.media = $crate::machine::MediaConfig {
+            client: c.media.enabled,
+            max_bytes: c.media.max_bytes,
+            timeout_ms: c.media.timeout_ms,
+            retention_ms: c.media.retention_ms,
+            max_files: size(c.media.max_files),
+            max_total_bytes: c.media.max_total_bytes,
+        };
         cfg
     }};
 }
@@ -210,7 +231,7 @@ macro_rules! config_from_record {
 /// A WIT value of module `$wit` (the side's `hermes:relay/types`, as a
 /// path such as `crate::bindings::wit`) for a
 /// machine value: `state`, `completion`, `level`, `event` (an
-/// [`EventRecord`]) or `prompt_answer`.
+/// [`EventRecord`]), `prompt_answer`, `media_request` or `chat_labels`.
 #[macro_export]
 macro_rules! to_record {
     ($($wit:ident)::+, state, $s:expr) => {{
@@ -270,6 +291,29 @@ macro_rules! to_record {
             choice: a.choice,
             text_capture: a.text_capture,
             event: a.event_json,
+        }
+    }};
+    ($($wit:ident)::+, chat_labels, $l:expr) => {{
+        let l: $crate::machine::ChatLabels = $l;
+        $($wit)::+::ChatLabels {
+            scope_id: l.scope_id,
+            chat_id: l.chat_id,
+            chat_name: l.chat_name,
+            chat_topic: l.chat_topic,
+            parent_chat_id: l.parent_chat_id,
+            user_id: l.user_id,
+            user_name: l.user_name,
+        }
+    }};
+    ($($wit:ident)::+, media_request, $r:expr) => {{
+        let r: $crate::machine::MediaRequest = $r;
+        $($wit)::+::MediaRequest {
+            url: r.url,
+            headers: r.headers.0,
+            max_bytes: r.max_bytes,
+            timeout_ms: r.timeout_ms,
+            want_headers: r.want_headers,
+            name_hint: r.name_hint,
         }
     }};
     ($($wit:ident)::+, event, $e:expr) => {{

@@ -419,6 +419,10 @@ pub struct MessageEvent {
     /// Rendered `context` (derived, §4.4).
     #[serde(skip)]
     pub channel_context: Option<String>,
+    /// Attachments that could not be localised (§4.3), set by the media
+    /// plane; rendered only when non-empty.
+    #[serde(skip)]
+    pub media_errors: Vec<MediaError>,
     /// Adapter-set metadata (interactions: `discord_interaction_id`,
     /// `discord_modal_fields`).
     #[serde(skip)]
@@ -450,6 +454,30 @@ fn prompt_or_none<'de, D: serde::Deserializer<'de>>(
     Ok(Nested::<PromptResponse>::deserialize(d)?.into_option())
 }
 
+/// An attachment the media plane could not localise (§4.3): the URL as
+/// sent, why, and whether the URL was kept in `media_urls` (a public URL)
+/// or dropped (a connector re-host, or not an `http(s)` URL).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MediaError {
+    /// The URL as the connector sent it.
+    pub url: String,
+    /// What went wrong.
+    pub error: String,
+    /// Kept in `media_urls` as a URL.
+    pub kept: bool,
+}
+
+impl MediaError {
+    /// An error record.
+    pub fn new(url: String, error: &str, kept: bool) -> MediaError {
+        MediaError {
+            url,
+            error: error.to_owned(),
+            kept,
+        }
+    }
+}
+
 /// Header line of the rendered channel context (§4.4).
 pub const CHANNEL_CONTEXT_HEADER: &str = "[Recent channel messages]";
 
@@ -477,6 +505,7 @@ impl MessageEvent {
             reply_to: &self.reply_to,
             media_urls: &self.media_urls,
             media_types: &self.media_types,
+            media_errors: &self.media_errors,
             channel_context: &self.channel_context,
             prompt_response: &self.prompt_response,
             metadata: &self.metadata,
@@ -511,6 +540,8 @@ struct GatewayView<'a> {
     reply_to: &'a Option<ReplyContext>,
     media_urls: &'a [String],
     media_types: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    media_errors: &'a [MediaError],
     #[serde(skip_serializing_if = "Option::is_none")]
     channel_context: &'a Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -18,6 +18,7 @@ pub mod lenient;
 pub mod line;
 pub mod machine;
 pub mod manifest;
+pub mod media;
 pub mod outcome;
 pub mod routing;
 pub mod url;

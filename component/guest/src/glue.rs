@@ -8,7 +8,8 @@ use crate::hermes::relay::host;
 use crate::hermes::relay::types::{Config as WitConfig, FatalError, LogLevel};
 use relay_core::driver::{self, Effects, EventRecord};
 use relay_core::machine::{
-    Command, Completion, Delivery, Input, Level, Machine, Now, PromptAnswer, State,
+    ChatLabels, Command, Completion, Delivery, Input, Level, Machine, MediaRequest, Now,
+    PromptAnswer, State,
 };
 use std::cell::{Cell, RefCell};
 
@@ -57,6 +58,25 @@ impl Effects for Imports {
     fn prompt_answered(&mut self, answer: PromptAnswer) {
         let answer = relay_core::to_record!(crate::hermes::relay::types, prompt_answer, answer);
         host::prompt_answered(&answer);
+    }
+
+    fn fetch_media(&mut self, job: u64, request: MediaRequest) {
+        let request = relay_core::to_record!(crate::hermes::relay::types, media_request, request);
+        host::fetch_media(job, &request);
+    }
+
+    fn upload_media(&mut self, job: u64, request: MediaRequest, path: String) {
+        let request = relay_core::to_record!(crate::hermes::relay::types, media_request, request);
+        host::upload_media(job, &request, &path);
+    }
+
+    fn delete_media(&mut self, paths: Vec<String>) {
+        host::delete_media(&paths);
+    }
+
+    fn labels_observed(&mut self, labels: ChatLabels) {
+        let labels = relay_core::to_record!(crate::hermes::relay::types, chat_labels, labels);
+        host::labels_observed(&labels);
     }
 
     fn dial(&mut self, conn: u32, url: String, headers: Vec<(String, String)>) {

@@ -14,7 +14,8 @@ use hermes::relay::types::{
     Config, LaneCommand, ProcessingOutcome as WitOutcome, RenameGuard as WitGuard, State,
 };
 use relay_core::machine::{
-    Command, Input, Lane, ProcessingOutcome, PromptOption, PromptSend, RenameGuard,
+    ChatLabels, Command, Input, Lane, MediaOutcome, MediaSend, ProcessingOutcome, PromptOption, PromptSend,
+    RenameGuard,
 };
 
 /// The interface version this component implements (`api-version`).
@@ -110,6 +111,15 @@ fn lane_of(command: LaneCommand) -> Lane {
             chat_id: w.chat_id,
             timeout_ms: w.timeout_ms,
         },
+        LaneCommand::SendMedia(m) => Lane::SendMedia(MediaSend {
+            chat_id: m.chat_id,
+            kind: m.kind,
+            source: m.source,
+            caption: m.caption,
+            reply_to: m.reply_to,
+            filename: m.filename,
+            metadata: m.metadata,
+        }),
     }
 }
 
@@ -152,6 +162,31 @@ impl Guest for Component {
 
     fn on_deadline() {
         feed(Input::Deadline);
+    }
+
+    fn prime_labels(labels: hermes::relay::types::ChatLabels) {
+        let labels = ChatLabels {
+            scope_id: labels.scope_id,
+            chat_id: labels.chat_id,
+            chat_name: labels.chat_name,
+            chat_topic: labels.chat_topic,
+            parent_chat_id: labels.parent_chat_id,
+            user_id: labels.user_id,
+            user_name: labels.user_name,
+        };
+        feed(Input::PrimeLabels(&labels));
+    }
+
+    fn on_media_done(job: u64, outcome: hermes::relay::types::MediaOutcome) {
+        let outcome = MediaOutcome {
+            status: outcome.status,
+            error: outcome.error,
+            headers: outcome.headers,
+            size: outcome.size,
+            path: outcome.path,
+            body: outcome.body,
+        };
+        feed(Input::MediaDone { job, outcome });
     }
 
     fn accept_delivery(delivery: u64) {

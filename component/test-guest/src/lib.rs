@@ -53,6 +53,12 @@ impl Guest for Component {
         machine::on_deadline();
     }
 
+    /// The misbehaving guest keeps no label record.
+    fn prime_labels(_labels: hermes::relay::types::ChatLabels) {}
+
+    /// The misbehaving guest asks for no media jobs.
+    fn on_media_done(_job: u64, _outcome: hermes::relay::types::MediaOutcome) {}
+
     fn accept_delivery(delivery: u64) {
         machine::accept_delivery(delivery);
     }

@@ -95,7 +95,7 @@ pub(crate) async fn drive(
                 }
             }
             // The fleet mints no prompts.
-            Event::Interrupt { .. } | Event::PromptAnswer(_) => {}
+            Event::Interrupt { .. } | Event::PromptAnswer(_) | Event::Labels(_) => {}
         }
     }
     if !was_ready {

@@ -26,7 +26,7 @@ use crate::messages::{Answer, Completion, Mail, Query, Reply, Request};
 use crate::metrics::{Exporter, REFRESH_IDLE};
 use crate::plugin::Plugin;
 use crate::socket::{Credit, DialPolicy, IoEvent, IoKind, IoSink, Outgoing, SocketSettings};
-use crate::store::{self, Action, HostState, Pending};
+use crate::store::{self, Action, HostState, MediaReport, MediaSink, Pending};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 mod health;
@@ -74,6 +74,11 @@ async fn spawn(
     let (events, event_rx) = mpsc::unbounded_channel();
     let (verdict_tx, verdicts) = mpsc::unbounded_channel();
     let (io_tx, io) = mpsc::unbounded_channel();
+    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let media = MediaSink {
+        client: media_client(&config)?,
+        reports: media_tx,
+    };
     // Every log line of this adapter carries its id and primary platform.
     let platform = config
         .identities
@@ -104,6 +109,8 @@ async fn spawn(
         verdict_tx,
         io,
         io_tx,
+        media,
+        media_rx,
         events: Some(events),
         live: None,
         down: None,
@@ -155,6 +162,10 @@ struct Actor {
     verdict_tx: mpsc::UnboundedSender<Verdict>,
     io: mpsc::UnboundedReceiver<IoEvent>,
     io_tx: IoSink,
+    /// The media client, shared by every instance of the adapter.
+    media: MediaSink,
+    /// Media jobs report here.
+    media_rx: mpsc::UnboundedReceiver<MediaReport>,
     /// `None` once the adapter is down for good: the event stream ends.
     events: Option<mpsc::UnboundedSender<Event>>,
     live: Option<Live>,
@@ -228,6 +239,7 @@ impl Actor {
                 },
                 Some(ack) = self.verdicts.recv() => self.on_verdict(ack).await,
                 Some(event) = self.io.recv() => self.on_io(event).await,
+                Some(report) = self.media_rx.recv() => self.on_media(report).await,
                 () = &mut deadline_timer, if armed.is_some() => {
                     self.deadline = None;
                     armed = None;
@@ -352,6 +364,22 @@ impl Actor {
         drop(credits);
     }
 
+    /// A media job finished: fed to the instance that asked for it. A file
+    /// written for an instance that is gone has no owner and is deleted.
+    async fn on_media(&mut self, report: MediaReport) {
+        let current = self.live.is_some() && report.instance == self.instances;
+        let Some(live) = self.live.as_mut().filter(|_| current) else {
+            if let (Some(path), Some(client)) = (&report.outcome.path, &self.media.client) {
+                client.delete(std::slice::from_ref(path));
+            }
+            return;
+        };
+        if let Some(path) = &report.outcome.path {
+            live.store.data_mut().media_written.insert(path.clone());
+        }
+        self.feed(Feed::MediaDone(report.job, report.outcome)).await;
+    }
+
     /// `first` plus the text messages of the same connection already queued
     /// behind it, up to [`MERGE_MAX_BYTES`]: one export call for a burst.
     /// The component reads the connection as one byte stream split on
@@ -449,6 +477,9 @@ impl Actor {
                 Action::DialFailed { conn, reason } => {
                     self.queue.push_back(Feed::DialFailed(conn, 0, reason));
                 }
+                Action::MediaDone { job, outcome } => {
+                    self.queue.push_back(Feed::MediaDone(job, outcome));
+                }
             }
         }
         if let Some(at) = data.deadline.take() {
@@ -503,6 +534,32 @@ fn instant_at(origin: std::time::Instant, ns: u64) -> Instant {
     origin
         .checked_add(Duration::from_nanos(ns))
         .unwrap_or_else(far_future)
+}
+
+/// The adapter's media client, when its configuration asks for one.
+fn media_client(config: &AdapterConfig) -> Result<Option<crate::media::MediaClient>, AdapterError> {
+    let Some(options) = &config.media else {
+        return Ok(None);
+    };
+    let connector_origin =
+        crate::media::Origin::of_connector(&config.connector_url).ok_or_else(|| {
+            AdapterError::Config("media: the connector URL has no http(s) origin".into())
+        })?;
+    let settings = crate::media::MediaSettings {
+        dir: options.dir.clone(),
+        connector_origin,
+        allow_private: options.allow_private_addresses,
+        ca_file: config.ca_file.clone(),
+        user_agent: relay_core::media::MEDIA_USER_AGENT.to_owned(),
+    };
+    let client = crate::media::MediaClient::new(settings)
+        .map_err(|e| AdapterError::Config(format!("media: {e}")))?;
+    // What an earlier process left past its retention has no owner now.
+    let swept = client.sweep_older_than(options.retention);
+    if swept > 0 {
+        tracing::info!(swept, dir = %options.dir.display(), "old media files deleted");
+    }
+    Ok(Some(client))
 }
 
 /// An instant no timer of ours reaches (a disarmed `Sleep`).

@@ -25,6 +25,7 @@ impl Actor {
             instance: self.instances,
             events,
             verdicts: self.verdict_tx.clone(),
+            media: self.media.clone(),
             dial_policy: self.dial_policy.clone(),
             sockets: self.sockets.clone(),
             io: self.io_tx.clone(),
@@ -182,10 +183,30 @@ impl Actor {
                 self.backoff = self.config.limits.restart_initial;
             }
             super::close_all(live.store.data_mut(), 1011, "relay adapter restarting");
+            self.forget_media(live.store.data_mut());
         }
         self.queue.clear();
         self.io_stash = None;
         self.deadline = None;
+    }
+
+    /// The files a lost instance downloaded may still be in the gateway's
+    /// hands; no instance will delete them now, so they go after the
+    /// retention period.
+    fn forget_media(&self, host: &mut crate::store::HostState) {
+        let (Some(client), Some(options)) = (&self.media.client, &self.config.media) else {
+            return;
+        };
+        let paths: Vec<String> = host.media_written.drain().collect();
+        if paths.is_empty() {
+            return;
+        }
+        let client = client.clone();
+        let retention = options.retention;
+        tokio::spawn(async move {
+            tokio::time::sleep(retention).await;
+            client.delete(&paths);
+        });
     }
 
     pub(super) fn schedule_restart(&mut self) {

@@ -20,5 +20,22 @@ wit_config!(
     v0_2,
     platform_extra = |c: &crate::config::AdapterConfig| c.platform_extra_json(),
     prompt_nonce = |c: &crate::config::AdapterConfig| c.prompt_nonce.clone().unwrap_or_default(),
-    command_manifest = |c: &crate::config::AdapterConfig| c.command_manifest_json()
+    command_manifest = |c: &crate::config::AdapterConfig| c.command_manifest_json(),
+    media = media_config
 );
+
+/// The WIT `media-config` of the adapter's media options (`enabled` false
+/// without a client: the component then asks for no media I/O).
+fn media_config(c: &crate::config::AdapterConfig) -> wit::MediaConfig {
+    use crate::config::millis;
+    let defaults = crate::config::MediaOptions::new("");
+    let m = c.media.as_ref().unwrap_or(&defaults);
+    wit::MediaConfig {
+        enabled: c.media.is_some(),
+        max_bytes: m.max_bytes,
+        timeout_ms: millis(m.timeout),
+        retention_ms: millis(m.retention),
+        max_files: m.max_files,
+        max_total_bytes: m.max_total_bytes,
+    }
+}

@@ -177,6 +177,14 @@ pub struct RunArgs {
     #[arg(long = "command-manifest", value_name = "FILE")]
     pub command_manifest: Option<PathBuf>,
 
+    /// Turn the media client on (spec §9.1): inbound attachments are
+    /// downloaded into DIR and handed over as local paths, and `send_media`
+    /// can upload local files (env GATEWAY_RELAY_MEDIA_DIR, --config key
+    /// `media_dir`; the `media_*` keys tune it). Created with mode 0700.
+    /// Unset: no media client.
+    #[arg(long, value_name = "DIR")]
+    pub media_dir: Option<PathBuf>,
+
     /// TOML file with timers, bounds and host limits (see docs/cli.md). Flags
     /// and environment variables override it; it must not contain `secret`.
     #[arg(long, value_name = "FILE")]
@@ -233,6 +241,7 @@ Environment (flags override the environment, which overrides --config):
   GATEWAY_RELAY_SECRET     the secret (or the variable named by --secret-env); trimmed
   RELAY_METRICS_LISTEN     IP:PORT of the Prometheus /metrics listener (--metrics-listen)
   GATEWAY_RELAY_CA_FILE    PEM file of extra CA certificates for wss:// (--ca-file)
+  GATEWAY_RELAY_MEDIA_DIR  media client directory; unset: no media client (--media-dir)
   RELAY_CACHE_DIR          compilation cache directory (--cache-dir)
   RUST_LOG                 log filter (default info)
   Without a gateway id and a secret the dial is unauthenticated (warning on stderr).
@@ -243,7 +252,8 @@ Exit codes:
      component, adapter stopped unexpectedly, stdout closed)
   2  usage or configuration error (bad URL, more --bot-id than platforms,
      named secret variable unset or blank, unreadable or non-array --command-manifest,
-     bad --config file, refused by the component)
+     a media_* key without a media directory, bad --config file, refused by the
+     component)
   3  relay disabled: the connector revoked the credentials (terminal 4401);
      the last stderr line is `relay-host: disabled: <message>`
   A 4401 before any successful handshake is retried with backoff, never an exit.

@@ -16,7 +16,9 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use super::exit::Exit;
 
+mod media;
 mod prompt;
+use media::Scratch;
 use prompt::demo_descriptor;
 
 /// Deadline of one wait inside a step.
@@ -104,6 +106,8 @@ async fn walk() -> Step<()> {
     config.dormant_redial = Duration::from_millis(100);
     config.going_idle_timeout = Duration::from_secs(1);
     config.drain_grace = Duration::from_millis(300);
+    let scratch = Scratch::new();
+    config.media = Some(relay_host::MediaOptions::new(scratch.media()));
     println!(
         "stub connector: {} (verifies bearer tokens for gateway {GATEWAY_ID})",
         stub.url()
@@ -123,6 +127,7 @@ async fn walk() -> Step<()> {
     walk.direct_message().await?;
     walk.slash_command().await?;
     walk.prompt_button().await?;
+    walk.media(&scratch.0).await?;
     walk.interrupts().await?;
     walk.buffered_replay().await?;
     walk.shutdown().await?;
@@ -589,6 +594,8 @@ fn narrate(event: Event) {
             session_key,
             chat_id,
         } => note(&format!("unexpected interrupt {session_key} in {chat_id}")),
+        // The demo keeps no label store.
+        Event::Labels(_) => {}
         Event::PromptAnswer(answer) => note(&format!(
             "unexpected answer {} to prompt {}",
             answer.option_id, answer.prompt_id

@@ -18,6 +18,10 @@ pub enum Line<'a> {
         session_key: &'a str,
         chat_id: &'a str,
     },
+    /// New chat labels to store (§7.7); give them back with `prime_labels`.
+    Labels {
+        labels: &'a relay_host::ChatLabels,
+    },
     State {
         state: &'a str,
         detail: &'a str,

@@ -88,6 +88,11 @@ pub async fn run(settings: Settings) -> Exit {
         connector = %settings.dial_url,
         identities = settings.config.identities.len().max(1),
         agent = settings.agent.as_str(),
+        media_dir = settings
+            .config
+            .media
+            .as_ref()
+            .map_or_else(|| "off".to_owned(), |m| m.dir.display().to_string()),
         "starting the relay adapter"
     );
     if let Some(addr) = settings.metrics_listen {
@@ -349,6 +354,7 @@ fn on_event(event: Event, out: &JsonLines, taken: &mut Vec<MessageEvent>) -> Nex
             let event = super::lines::raw_json(&answer.event_json);
             print(out, &Line::prompt_answer(&answer, &event))
         }
+        Event::Labels(labels) => print(out, &Line::Labels { labels: &labels }),
         Event::State { state, detail } => {
             let next = print(
                 out,

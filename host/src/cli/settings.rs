@@ -1,7 +1,9 @@
 //! The effective configuration of `run` / `config check`: flags, then the
 //! environment (the reference gateway's variable names), then the `--config`
 //! TOML file, then the library defaults. The secret only ever comes from the
-//! environment.
+//! environment. The media client's settings are in [`media`].
+
+mod media;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +32,7 @@ pub const ENV_METRICS_LISTEN: &str = "RELAY_METRICS_LISTEN";
 pub const ENV_CACHE_DIR: &str = "RELAY_CACHE_DIR";
 /// PEM file of extra CA certificates for wss:// (`--ca-file`).
 pub const ENV_CA_FILE: &str = "GATEWAY_RELAY_CA_FILE";
+pub use media::ENV_MEDIA_DIR;
 
 /// A usage or configuration error (exit 2). The text never contains the secret.
 #[derive(Debug)]
@@ -117,6 +120,14 @@ struct FileConfig {
     prompt_nonce: Option<String>,
     /// A JSON file holding the Discord command manifest (an array).
     command_manifest_file: Option<PathBuf>,
+    /// The media client's directory; the `media_*` keys need it.
+    media_dir: Option<PathBuf>,
+    media_allow_private_addresses: Option<bool>,
+    media_max_bytes: Option<u64>,
+    media_timeout_ms: Option<u64>,
+    media_retention_ms: Option<u64>,
+    media_max_files: Option<u32>,
+    media_max_total_bytes: Option<u64>,
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -331,6 +342,9 @@ pub fn resolve(
         .clone()
         .or_else(|| env_set(ENV_CA_FILE).map(PathBuf::from))
         .or(file.ca_file.clone());
+    // The media client (flag, then environment, then file); none without a
+    // directory.
+    config.media = media::resolve(args.media_dir.as_deref(), env_set(ENV_MEDIA_DIR), &file)?;
 
     // The compilation cache: flag, environment, file, then the per-user
     // default; `--no-cache` turns it off.
@@ -526,7 +540,7 @@ fn config_keys(problems: &str) -> String {
         "restart_reset_after",
         "restart_window",
     ];
-    let mut text = problems.replace("limits.", "");
+    let mut text = media::config_keys(&problems.replace("limits.", ""));
     for name in DURATIONS {
         text = text
             .split(' ')
@@ -548,7 +562,8 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// The effective configuration as printed by `config check`: the `--config`
-/// keys with their effective values, plus `identities`, `dial_url`,
+/// keys with their effective values (the `media_*` keys null without a
+/// media client), plus `identities`, `dial_url`,
 /// `secret_env`, `authenticated`, `component` and `agent`. The secret is
 /// `"<redacted>"` when set, else null.
 pub fn effective_json(settings: &Settings) -> Value {
@@ -617,5 +632,6 @@ pub fn effective_json(settings: &Settings) -> Value {
             .map(|p| p.display().to_string())
     );
     effective["command_manifest_commands"] = json!(c.command_manifest.len());
+    media::effective(&mut effective, c.media.as_ref());
     effective
 }

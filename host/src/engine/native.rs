@@ -13,7 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use relay_core::driver::{self, Effects, EventRecord};
 use relay_core::machine::{
-    Completion, Delivery, Input as CoreInput, Level, Machine, Now, PromptAnswer, State,
+    ChatLabels, Completion, Delivery, Input as CoreInput, Level, Machine, MediaRequest, Now,
+    PromptAnswer, State,
 };
 
 use super::Feed;
@@ -83,6 +84,17 @@ impl NativeAdapter {
                 driver::drain(&mut self.machine, &mut HostEffects(host));
             }
             Feed::Request(request, command) => self.command(host, request, command),
+            Feed::MediaDone(job, o) => {
+                let outcome = relay_core::machine::MediaOutcome {
+                    status: o.status,
+                    error: o.error,
+                    headers: o.headers,
+                    size: o.size,
+                    path: o.path,
+                    body: o.body,
+                };
+                self.handle(host, CoreInput::MediaDone { job, outcome })
+            }
         }
     }
 
@@ -140,6 +152,19 @@ impl NativeAdapter {
                 );
                 Answer::Unit
             }
+            Query::PrimeLabels(l) => {
+                let labels = ChatLabels {
+                    scope_id: l.scope_id,
+                    chat_id: l.chat_id,
+                    chat_name: l.chat_name,
+                    chat_topic: l.chat_topic,
+                    parent_chat_id: l.parent_chat_id,
+                    user_id: l.user_id,
+                    user_name: l.user_name,
+                };
+                self.handle(host, CoreInput::PrimeLabels(&labels));
+                Answer::Unit
+            }
         }
     }
 
@@ -191,6 +216,25 @@ impl Effects for HostEffects<'_> {
     fn prompt_answered(&mut self, answer: PromptAnswer) {
         let answer = relay_core::to_record!(crate::bindings::wit, prompt_answer, answer);
         self.0.prompt_answered(answer);
+    }
+
+    fn fetch_media(&mut self, job: u64, request: MediaRequest) {
+        let request = relay_core::to_record!(crate::bindings::wit, media_request, request);
+        self.0.fetch_media(job, request);
+    }
+
+    fn upload_media(&mut self, job: u64, request: MediaRequest, path: String) {
+        let request = relay_core::to_record!(crate::bindings::wit, media_request, request);
+        self.0.upload_media(job, request, path);
+    }
+
+    fn delete_media(&mut self, paths: Vec<String>) {
+        self.0.delete_media(paths);
+    }
+
+    fn labels_observed(&mut self, labels: ChatLabels) {
+        let labels = relay_core::to_record!(crate::bindings::wit, chat_labels, labels);
+        self.0.labels_observed(labels);
     }
 
     fn complete(&mut self, request: u64, completion: Completion) {

@@ -13,7 +13,7 @@ use super::{AdapterHandle, metadata_json, send_result, unexpected};
 use crate::config::millis;
 use crate::error::AdapterError;
 use crate::messages::{Answer, Query, Request};
-use crate::types::{ProcessingOutcome, PromptRequest, RenameGuard, SendResult};
+use crate::types::{MediaSendRequest, ProcessingOutcome, PromptRequest, RenameGuard, SendResult};
 
 impl AdapterHandle {
     /// Delete a message. Only when the chat's descriptor lists `delete` in
@@ -312,6 +312,20 @@ impl AdapterHandle {
     /// ```
     pub async fn prompt(&self, request: PromptRequest) -> SendResult {
         self.sent(Request::Lane(Lane::Prompt(request.into()))).await
+    }
+
+    /// Send a file or a public URL as media (spec §9.1). Op-gated: when the
+    /// chat's descriptor lacks `send_media` the result is the failure
+    /// `relay send_media op unavailable` (nothing sent; fall back to a text
+    /// message with the URL). A local file is uploaded to the connector
+    /// first (`POST {base}/relay/media` with the bearer; refused locally
+    /// when missing, empty or over the cap) and sent by reference; without
+    /// [`AdapterConfig::media`](crate::AdapterConfig::media) that fails with
+    /// `relay media unavailable: ...`. A public `http(s)` URL goes out as
+    /// is. A decline (`declined`) must not be followed by a text send.
+    pub async fn send_media(&self, request: MediaSendRequest) -> SendResult {
+        self.sent(Request::Lane(Lane::SendMedia(request.into())))
+            .await
     }
 
     /// Register a prompt for `chat_id` and return its id,

@@ -9,6 +9,10 @@ use relay_stub::HelloReply;
 
 use super::*;
 
+// `send_media` and the media settings; a child module for [`Bridge`].
+#[path = "media.rs"]
+mod media;
+
 /// A running bridge and its stdin.
 struct Bridge {
     p: Proc,

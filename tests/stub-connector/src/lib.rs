@@ -27,9 +27,10 @@ pub mod script;
 mod server;
 
 pub use model::{
-    BufferEntry, Clock, Closer, ConnState, ConnectionInfo, Deliverable, Delivery, Hello,
-    HelloReply, IdleReply, OutboundReply, Passthrough, PendingRequest, ReceivedFrame, ReplayMode,
-    StubConfig, StubState, UpgradeFate, descriptors, events,
+    BufferEntry, Clock, Closer, ConnState, ConnectionInfo, DEFAULT_MAX_MEDIA_SIZE, Deliverable,
+    Delivery, Hello, HelloReply, IdleReply, MediaRequest, OutboundReply, Passthrough,
+    PendingRequest, ReceivedFrame, ReplayMode, StoredMedia, StubConfig, StubState, UpgradeFate,
+    descriptors, events,
 };
 
 pub use script::{Report, SCRIPT_HELP, ScriptError, ScriptRunner, json_contains, run_script};

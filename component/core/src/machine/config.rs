@@ -112,6 +112,8 @@ pub struct Config {
     /// the Discord `hello` after validation ([`crate::manifest::parse`]);
     /// `""` for none.
     pub command_manifest: String,
+    /// The host's media client and the media plane's bounds (§9.1).
+    pub media: super::MediaConfig,
 }
 
 impl Config {
@@ -143,6 +145,7 @@ impl Config {
             platform_extra: String::new(),
             prompt_nonce: String::new(),
             command_manifest: String::new(),
+            media: super::MediaConfig::default(),
         }
     }
 

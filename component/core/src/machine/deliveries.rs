@@ -181,13 +181,7 @@ impl Machine {
             },
         );
         self.stats.deliveries += 1;
-        let json = event.to_gateway_json(self.cfg.authorization_is_upstream);
-        self.outputs.push_back(Output::Deliver(Delivery {
-            delivery,
-            buffer_id,
-            event: Box::new(event),
-            json,
-        }));
+        self.deliver_event(now, delivery, buffer_id, event);
     }
 
     pub(super) fn on_verdict(&mut self, now: Now, delivery: u64, accepted: bool) {
@@ -201,6 +195,7 @@ impl Machine {
         if let Some(k) = &f.key {
             self.deliveries.key_owner.remove(k);
         }
+        self.media_verdict(now, delivery, accepted);
         if !accepted {
             self.routes.unpin(&f.chat_id);
             self.readmit_parked(now, f);

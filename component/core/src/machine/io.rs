@@ -2,6 +2,8 @@
 //! mirror the WIT world (`wit/v0.2/relay.wit`) one to one, so the component's
 //! glue only converts types.
 
+use super::labels::ChatLabels;
+use super::media::{MediaOutcome, MediaRequest, MediaSend};
 use super::prompts::{PromptAnswer, PromptSend};
 use crate::event::MessageEvent;
 use crate::outcome::{ChatInfo, SendResult};
@@ -221,6 +223,8 @@ pub enum Lane {
     },
     /// Send a prompt minted by [`super::Machine::mint_prompt`] (§6.11).
     Prompt(PromptSend),
+    /// Send a file or a public URL as media (§2.7 `send_media`, §9.1).
+    SendMedia(MediaSend),
     /// The chat's auto-thread feedback (§6.13, §9.5): at once when known,
     /// else from the next send into the chat, else a miss at the timeout.
     AutoThreadInfo {
@@ -326,6 +330,17 @@ pub enum Input<'a> {
         /// Hold (true) or release (false).
         hold: bool,
     },
+    /// The host's report of an [`Output::FetchMedia`] or
+    /// [`Output::UploadMedia`].
+    MediaDone {
+        /// The job id from the output.
+        job: u64,
+        /// How it went.
+        outcome: MediaOutcome,
+    },
+    /// Restore a stored chat-label record (§7.7) after a restart; an
+    /// observation the adapter made itself is never overridden.
+    PrimeLabels(&'a ChatLabels),
     /// Seed the routing cache for a chat (§6.3 step 4).
     PrimeRoute {
         /// Chat id.
@@ -512,4 +527,27 @@ pub enum Output {
     /// The answer to a prompt this instance minted (§6.11); the answering
     /// event is never delivered as chat.
     PromptAnswer(Box<PromptAnswer>),
+    /// Download `request.url` to a file the host names (§9.1); answer with
+    /// [`Input::MediaDone`].
+    FetchMedia {
+        /// Echoed in the report.
+        job: u64,
+        /// What to fetch.
+        request: MediaRequest,
+    },
+    /// Upload the local file `path` (§9.1); answer with
+    /// [`Input::MediaDone`].
+    UploadMedia {
+        /// Echoed in the report.
+        job: u64,
+        /// Where to post it.
+        request: MediaRequest,
+        /// The file the gateway named.
+        path: String,
+    },
+    /// Delete these downloaded files (rejected deliveries, retention over).
+    DeleteMedia(Vec<String>),
+    /// The Discord text lane observed new chat labels (§7.7): store them
+    /// and give them back with [`Input::PrimeLabels`] after a restart.
+    LabelsObserved(Box<ChatLabels>),
 }

@@ -279,6 +279,7 @@ impl Machine {
                 metadata,
             } => self.send_draft(now, request, chat_id, *draft_id, content, metadata),
             Lane::Prompt(prompt) => self.send_prompt(now, request, prompt),
+            Lane::SendMedia(send) => self.send_media(now, request, send),
             Lane::TaskCard {
                 chat_id,
                 reply_to,

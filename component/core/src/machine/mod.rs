@@ -16,10 +16,14 @@ mod drafts;
 mod egress;
 mod idle;
 mod io;
+mod labels;
 #[cfg(test)]
 mod lane_tests;
 mod lanes;
 mod link;
+mod media;
+#[cfg(test)]
+mod media_tests;
 mod outbound;
 #[cfg(test)]
 mod prompt_tests;
@@ -42,9 +46,16 @@ use drafts::Drafts;
 use egress::Knobs;
 pub use egress::has_link;
 use idle::{Idle, IdlePurpose, IdleWait};
+use labels::Labels;
+pub use labels::{ChatLabels, LABEL_CAPACITY};
 use lanes::Lanes;
 pub use lanes::{ReactionSet, reaction_set, task_card_id, thread_create_name, thread_rename_name};
 use link::{Link, Phase};
+use media::Media;
+pub use media::{
+    MEDIA_KINDS, MEDIA_OP_UNAVAILABLE, MEDIA_UNAVAILABLE, MediaConfig, MediaOutcome, MediaRequest,
+    MediaSend,
+};
 use outbound::{Outbound, PendingKind};
 use prompts::Prompts;
 pub use prompts::{
@@ -153,6 +164,10 @@ pub struct Machine {
     drafts: Drafts,
     /// Minted prompts awaiting an answer, resolved ids.
     prompts: Prompts,
+    /// Media downloads and uploads in progress, downloaded files.
+    media: Media,
+    /// The chat-label record of the Discord text lane (§7.7).
+    labels: Labels,
     /// The validated command manifest for the Discord `hello` (§9.6).
     manifest: Option<Value>,
     /// Why manifest entries were skipped, logged at start.
@@ -238,6 +253,8 @@ impl Machine {
             knobs,
             drafts: Drafts::default(),
             prompts: Prompts::new(nonce),
+            media: Media::default(),
+            labels: Labels::default(),
             manifest: (!manifest.commands.is_empty()).then_some(Value::Array(manifest.commands)),
             manifest_warnings: manifest.warnings,
             now: Now::default(),
@@ -294,6 +311,8 @@ impl Machine {
             Input::AcceptDelivery(d) => self.on_verdict(now, d, true),
             Input::RejectDelivery(d) => self.on_verdict(now, d, false),
             Input::Command { request, command } => self.on_command(now, request, command),
+            Input::MediaDone { job, outcome } => self.on_media_done(now, job, outcome),
+            Input::PrimeLabels(labels) => self.prime_labels(labels),
             Input::PrimeRoute {
                 chat_id,
                 platform,
@@ -377,6 +396,7 @@ impl Machine {
         s.route_pins = self.routes.pinned();
         s.reply_holds = self.reply_holds();
         s.seen = self.deliveries.seen.len();
+        (s.media_files, s.media_bytes) = self.media.files();
         s
     }
 

@@ -58,12 +58,14 @@ impl Machine {
         match frame {
             ConnectorFrame::Descriptor { raw } => self.on_descriptor(now, conn, &raw),
             ConnectorFrame::Inbound { event, buffer_id } => {
+                self.observe_labels(&event);
                 let key = dedupe_key(&event);
                 self.admit(now, conn, *event, buffer_id, key);
             }
             ConnectorFrame::PassthroughForward { forward, buffer_id } => {
                 match forward_to_event(&forward) {
-                    Ok(event) => {
+                    Ok(mut event) => {
+                        self.apply_labels(&mut event);
                         let key = buffer_id
                             .as_ref()
                             .map(|b| format!("passthrough_buffer:{b}"));

@@ -48,6 +48,16 @@ pub struct Stats {
     /// Accepted deliveries whose route is held for the reply (gauge; at
     /// most `route_capacity`).
     pub reply_holds: usize,
+    /// Media downloads issued (redirect hops included).
+    pub media_downloads: u64,
+    /// Media uploads issued.
+    pub media_uploads: u64,
+    /// Attachments not localised and uploads that failed.
+    pub media_failures: u64,
+    /// Downloaded files kept (gauge).
+    pub media_files: usize,
+    /// Bytes of downloaded files kept (gauge).
+    pub media_bytes: u64,
 }
 
 /// Counters by constant label, for the per-frame statistics: a short list

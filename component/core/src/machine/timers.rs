@@ -21,10 +21,12 @@ pub(super) enum Timer {
     Drain,
     /// The earliest auto-thread wait (§6.13).
     AutoThread,
+    /// A media report overdue, or a downloaded file past its retention.
+    Media,
 }
 
 impl Timer {
-    const ALL: [Timer; 7] = [
+    const ALL: [Timer; 8] = [
         Timer::RedialHold,
         Timer::Handshake,
         Timer::Dial,
@@ -32,6 +34,7 @@ impl Timer {
         Timer::IdleWait,
         Timer::Drain,
         Timer::AutoThread,
+        Timer::Media,
     ];
 }
 
@@ -58,6 +61,7 @@ impl Machine {
             Timer::IdleWait => self.idle.wait.map(|w| w.deadline),
             Timer::Drain => self.idle.shutdown.as_ref().and_then(|s| s.drain_deadline),
             Timer::AutoThread => self.lanes.next_wait_deadline(),
+            Timer::Media => self.media.next_deadline(),
         }
     }
 
@@ -99,6 +103,7 @@ impl Machine {
             }
             Timer::Drain => self.finish_shutdown(),
             Timer::AutoThread => self.expire_auto_thread_waits(t),
+            Timer::Media => self.expire_media(now),
         }
     }
 

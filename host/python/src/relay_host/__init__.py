@@ -8,7 +8,14 @@ restarts it after a trap.
 """
 
 from .adapter import RelayAdapter
-from .config import DEFAULT_MEMORY_BYTES, AdapterConfig, HostLimits, Identity, Secret
+from .config import (
+    DEFAULT_MEMORY_BYTES,
+    AdapterConfig,
+    HostLimits,
+    Identity,
+    MediaOptions,
+    Secret,
+)
 from .errors import (
     AdapterDown,
     AdapterRestarting,
@@ -25,6 +32,7 @@ from .message import RelayMessage
 from .plugin import HOST_API_VERSION, SUPPORTED_API_VERSIONS, Plugin
 from .types import (
     ChatInfo,
+    ChatLabels,
     FatalError,
     Health,
     ProcessingOutcome,
@@ -44,12 +52,14 @@ __all__ = [
     "AdapterStopped",
     "AdapterUnavailable",
     "ChatInfo",
+    "ChatLabels",
     "FatalError",
     "GuestTrap",
     "Health",
     "HostLimits",
     "Identity",
     "IncompatibleVersion",
+    "MediaOptions",
     "NotSupported",
     "Plugin",
     "PluginError",

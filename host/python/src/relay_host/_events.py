@@ -1,11 +1,12 @@
 """Events to the gateway: its handlers and how they are run.
 
 Events are produced inside imports (``deliver``, ``interrupt``,
-``state-changed``, ``fatal``, ``prompt-answered``) and by the host; gateway code must never run
-inside an export call (it would block the component, or call back into
-it), so every event is queued with ``call_soon`` and its handler runs after
-the call returns. Coroutine handlers run as tasks, so a handler may await a
-request without holding up the socket.
+``state-changed``, ``fatal``, ``prompt-answered``, ``labels-observed``) and
+by the host; gateway code must never run inside an export call (it would
+block the component, or call back into it), so every event is queued with
+``call_soon`` and its handler runs after the call returns. Coroutine
+handlers run as tasks, so a handler may await a request without holding up
+the socket.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .message import RelayMessage
-from .types import FatalError, PromptAnswer, State
+from .types import ChatLabels, FatalError, PromptAnswer, State
 
 log = logging.getLogger("relay_host")
 
@@ -26,10 +27,11 @@ InterruptHandler = Callable[[str, str], Awaitable[None] | None]
 StateHandler = Callable[[State, str], Awaitable[None] | None]
 FatalHandler = Callable[[FatalError], Awaitable[None] | None]
 PromptAnswerHandler = Callable[[PromptAnswer], Awaitable[None] | None]
+LabelsHandler = Callable[[ChatLabels], Awaitable[None] | None]
 
 #: Event kinds: "message" (RelayMessage), "interrupt" (session_key,
 #: chat_id), "state" (State, detail), "fatal" (FatalError),
-#: "prompt_answer" (PromptAnswer).
+#: "prompt_answer" (PromptAnswer), "labels" (ChatLabels).
 Dispatch = Callable[[str, tuple[Any, ...]], None]
 
 
@@ -45,6 +47,7 @@ class GatewayEvents:
         state: StateHandler | None = None,
         fatal: FatalHandler | None = None,
         prompt_answer: PromptAnswerHandler | None = None,
+        labels: LabelsHandler | None = None,
     ) -> None:
         self.label = label
         self.message = message
@@ -52,6 +55,7 @@ class GatewayEvents:
         self.state = state
         self.fatal = fatal
         self.prompt_answer = prompt_answer
+        self.labels = labels
         self.loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -87,6 +91,13 @@ class GatewayEvents:
                     self.label,
                     args[0].prompt_id,
                 )
+                return
+        elif kind == "labels":
+            handler = self.labels
+            if handler is None:
+                # Nothing stores them: an interaction after a restart
+                # carries its payload's labels until the text lane speaks.
+                log.debug("[%s] chat labels observed but no labels handler is set", self.label)
                 return
         else:
             handler = self.fatal

@@ -2,7 +2,8 @@
 calls, in the middle of one of its export calls.
 
 Each one only records, queues or forwards (a deque append, a task started,
-a future resolved, a callback queued with ``call_soon``). None blocks and
+a media job handed to the thread pool of :mod:`._media`, a future resolved,
+a callback queued with ``call_soon``). None blocks and
 none calls an export: what needs the component again (a refused dial) is
 queued and fed after the current call returns, and gateway handlers run
 after it too (:mod:`._events`).
@@ -14,6 +15,7 @@ import itertools
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import _labels
 from ._socket import Connection, DialPolicy, SocketSettings
 from .message import RelayMessage
 from .types import FatalError, PromptAnswer, State
@@ -138,3 +140,24 @@ class Imports:
         )
         log.debug("[%s] prompt %s answered: %s", rt.label, typed.prompt_id, typed.option_id)
         rt.dispatch("prompt_answer", (typed,))
+
+    def labels_observed(self, labels: Any) -> None:
+        # WIT 0.2 (spec §7.7): queued like a prompt answer; the gateway's
+        # labels handler runs after this call and stores the record.
+        rt = self._rt
+        typed = _labels.from_wit(labels)
+        log.debug("[%s] chat labels observed for chat %s", rt.label, typed.chat_id)
+        rt.dispatch("labels", (typed,))
+
+    # WIT 0.2 media plane: each job goes to the media client's thread pool
+    # (or fails at once without a client, fed after this call); its outcome
+    # is fed as `on-media-done` from the event loop (:mod:`._media`).
+
+    def fetch_media(self, job: int, request: Any) -> None:
+        self._rt.media.fetch(int(job), request)
+
+    def upload_media(self, job: int, request: Any, path: str) -> None:
+        self._rt.media.upload(int(job), request, path)
+
+    def delete_media(self, paths: list[str]) -> None:
+        self._rt.media.delete(list(paths))

@@ -53,6 +53,10 @@ class HostImports(Protocol):
     def state_changed(self, state: str, detail: str) -> None: ...
     def fatal(self, error: Any) -> None: ...
     def prompt_answered(self, answer: Any) -> None: ...
+    def labels_observed(self, labels: Any) -> None: ...
+    def fetch_media(self, job: int, request: Any) -> None: ...
+    def upload_media(self, job: int, request: Any, path: str) -> None: ...
+    def delete_media(self, paths: list[str]) -> None: ...
 
 
 class LogBudget:
@@ -152,7 +156,8 @@ class GuestInstance:
         # Capabilities: stdio (to the host's logs), clocks and random only.
         # A fresh WasiConfig has no arguments, no environment variables and
         # no preopened directories, and nothing here adds any (no inherit_*,
-        # no preopen_dir). The component's only network is the `dial` import.
+        # no preopen_dir). The component's only network is the `dial` import
+        # (and the media imports, performed by the host under its own rules).
         wasi = WasiConfig()
         wasi.stdout_custom = self.stdout.write
         wasi.stderr_custom = self.stderr.write
@@ -170,6 +175,8 @@ class GuestInstance:
         )
         self._api_version = plugin.api_version
         self._prompt_answered = plugin.imports_prompt_answered
+        self._media = plugin.imports_media
+        self._labels = plugin.imports_labels
         self._linker = Linker(plugin.engine)
         self._linker.add_wasip2()
         self._define_imports()
@@ -225,6 +232,19 @@ class GuestInstance:
                 # 0.2 only: the 0.1 world has no such import.
                 host.add_func(
                     "prompt-answered", guarded("prompt-answered", imports.prompt_answered)
+                )
+            if self._media:
+                # 0.2 only. Defined for every 0.2 component: one built
+                # before the media plane does not import them, and an
+                # unused definition is harmless.
+                host.add_func("fetch-media", guarded("fetch-media", imports.fetch_media))
+                host.add_func("upload-media", guarded("upload-media", imports.upload_media))
+                host.add_func("delete-media", guarded("delete-media", imports.delete_media))
+            if self._labels:
+                # 0.2 only, like the media imports: a 0.2 draft built before
+                # the chat-label record does not import it.
+                host.add_func(
+                    "labels-observed", guarded("labels-observed", imports.labels_observed)
                 )
 
     def _log(self, level: str, message: str) -> None:

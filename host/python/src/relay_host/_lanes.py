@@ -133,3 +133,24 @@ def prompt(
         timeout_s=timeout_s,
     )
     return Variant("prompt", record)
+
+
+def send_media(
+    chat_id: str,
+    kind: str,
+    source: str,
+    caption: str,
+    reply_to: str | None,
+    filename: str | None,
+    metadata: str,
+) -> Variant:
+    record = _record(
+        chat_id=chat_id,
+        kind=kind,
+        source=source,
+        caption=caption,
+        reply_to=reply_to,
+        filename=filename,
+        metadata=metadata,
+    )
+    return Variant("send-media", record)

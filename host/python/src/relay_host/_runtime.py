@@ -25,6 +25,7 @@ from ._deadline import Deadline
 from ._events import Dispatch
 from ._imports import Imports
 from ._instance import GuestInstance
+from ._media import MediaClient, MediaPlane
 from ._requests import Kind, Requests
 from ._socket import Connections
 from ._supervisor import Supervisor, trap_message
@@ -37,6 +38,7 @@ from .errors import (
     GuestTrap,
     IncompatibleVersion,
     PluginError,
+    RelayError,
     StartRefused,
 )
 from .plugin import Plugin, compatible
@@ -89,6 +91,23 @@ class Runtime:
                 label,
                 plugin.api_version,
             )
+        media_client = None
+        if config.media is not None:
+            if not takes_egress_fields(plugin.api_version):
+                log.warning(
+                    "[%s] media ignored: the component (api %s) has no media plane",
+                    label,
+                    plugin.api_version,
+                )
+            else:
+                try:
+                    media_client = MediaClient(config.media, config.connector_url)
+                except (OSError, ValueError) as e:
+                    shown = getattr(e, "strerror", None) or str(e)
+                    raise RelayError(
+                        f"media client: cannot use directory {str(config.media.directory)!r}: "
+                        f"{shown}"
+                    ) from None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.instance: GuestInstance | None = None
         self.instance_id = 0
@@ -96,6 +115,8 @@ class Runtime:
         self.conns = Connections()
         self.deadline = Deadline(self._on_deadline)
         self.requests = Requests(config.max_pending, label)
+        #: The media client's jobs (WIT 0.2 ``fetch-media`` / ``upload-media``).
+        self.media = MediaPlane(self, media_client)
         self.imports = Imports(self)
         self.supervisor = Supervisor(self)
         self._feeds: deque[tuple[str, tuple[Any, ...]]] = deque()
@@ -116,6 +137,11 @@ class Runtime:
         self.stats = Stats()
         self.stopped_event = asyncio.Event()
         self.last_trap = ""
+
+    @property
+    def in_call(self) -> bool:
+        """Whether an export call is running (an import is being served)."""
+        return self._in_call
 
     def redact(self, text: str) -> str:
         if self._secret and self._secret in text:
@@ -175,6 +201,7 @@ class Runtime:
         self._verdicts.clear()
         self.deadline.clear()
         self.requests.fail_all(lost=True)
+        self.media.instance_lost()
 
     def finish(self) -> None:
         """The adapter ends: sockets closed, timers cancelled, the instance
@@ -189,6 +216,7 @@ class Runtime:
         if inst is not None:
             self.stats.call_max_seconds = max(self.stats.call_max_seconds, inst.call_max_seconds)
         self.conns.close_all(1001, "relay adapter stopped")
+        self.media.close()
         self._feeds.clear()
         self.deadline.clear()
         self.requests.fail_all(lost=True)

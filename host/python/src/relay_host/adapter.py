@@ -21,11 +21,12 @@ from typing import Any
 
 from wasmtime.component import Variant
 
-from . import _args, _lanes
+from . import _args, _labels, _lanes
 from ._events import (
     FatalHandler,
     GatewayEvents,
     InterruptHandler,
+    LabelsHandler,
     MessageHandler,
     PromptAnswerHandler,
     StateHandler,
@@ -36,13 +37,22 @@ from .config import AdapterConfig
 from .errors import AdapterStopped, AdapterUnavailable, NotSupported, RelayError
 from .message import RelayMessage
 from .plugin import Plugin
-from .types import ChatInfo, Health, ProcessingOutcome, PromptOption, SendResult, State
+from .types import (
+    ChatInfo,
+    ChatLabels,
+    Health,
+    ProcessingOutcome,
+    PromptOption,
+    SendResult,
+    State,
+)
 
 __all__ = [
     "LANES_UNSUPPORTED",
     "TRANSPORT_CLOSED",
     "FatalHandler",
     "InterruptHandler",
+    "LabelsHandler",
     "MessageHandler",
     "PromptAnswerHandler",
     "RelayAdapter",
@@ -93,6 +103,7 @@ class RelayAdapter:
         state_handler: StateHandler | None = None,
         fatal_handler: FatalHandler | None = None,
         prompt_answer_handler: PromptAnswerHandler | None = None,
+        labels_handler: LabelsHandler | None = None,
         name: str | None = None,
     ) -> None:
         if not isinstance(plugin, Plugin):
@@ -107,6 +118,7 @@ class RelayAdapter:
             state=state_handler,
             fatal=fatal_handler,
             prompt_answer=prompt_answer_handler,
+            labels=labels_handler,
         )
         self._rt: Runtime | None = None
 
@@ -146,6 +158,17 @@ class RelayAdapter:
         handler the answer is logged and dropped."""
         self._events.prompt_answer = handler
 
+    def set_labels_handler(self, handler: LabelsHandler | None) -> None:
+        """``handler(ChatLabels)``: the Discord text lane observed new chat
+        labels (WIT 0.2 ``labels-observed``, spec §7.7): a chat's name,
+        topic and parent, and an author's display name in it, ``None``
+        values included. Store the latest per :attr:`ChatLabels.key` (last
+        write wins; keep the handler quick, or store from a task) and give
+        them back with :meth:`prime_labels` after a restart. Unchanged
+        labels are not reported. Without a handler nothing is stored (a
+        debug line). A 0.1.0 component never calls it."""
+        self._events.labels = handler
+
     # -- lifecycle ----------------------------------------------------------------
 
     @property
@@ -165,7 +188,8 @@ class RelayAdapter:
         time (the adapter keeps dialing in the background) or the adapter
         was disabled. Raises :class:`StartRefused`, :class:`PluginError`
         (:class:`IncompatibleVersion`) or :class:`GuestTrap` when the
-        component cannot start.
+        component cannot start, and :class:`RelayError` when the media
+        directory (:attr:`AdapterConfig.media`) cannot be created.
         """
         if self._rt is not None:
             raise RelayError("connect() was already called on this adapter")
@@ -670,6 +694,55 @@ class RelayAdapter:
         )
         return await self._lane_sent(command, chat_id)
 
+    async def send_media(
+        self,
+        chat_id: str,
+        kind: str,
+        source: str | os.PathLike[str],
+        *,
+        caption: str = "",
+        reply_to: str | None = None,
+        filename: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SendResult:
+        """Sends media by reference (spec §2.7 ``send_media``, §9.1): a
+        ``send_media`` frame with ``media_kind`` ``kind`` (``image``,
+        ``voice``, ``audio``, ``video`` or ``document``), ``source_url``,
+        ``caption`` as its ``content``, ``reply_to`` and ``filename``.
+
+        - Op-gated: when the chat's descriptor lacks ``send_media`` the
+          result is the failure ``relay send_media op unavailable`` and
+          nothing is sent: fall back to a text message (say, the caption and
+          the URL).
+        - ``source`` is a public ``http(s)`` URL, sent as is, or a local
+          file, uploaded first to the connector (``POST {base}/relay/media``
+          with the bearer; the file is refused before any request when it is
+          missing, not a regular file, empty or over
+          :attr:`MediaOptions.max_bytes`) and sent as the connector's
+          reference. A local file needs :attr:`AdapterConfig.media`, else the
+          failure ``relay media unavailable: ...``; a failed upload is a
+          failure ``relay media upload ...`` with nothing sent.
+        - A ``declined`` result is final: never follow it with a text send.
+
+        A 0.1.0 component (or a 0.2 draft built before the media plane)
+        answers ``not supported by this component ...`` without a call."""
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        command = _lanes.send_media(
+            _args.text("chat_id", chat_id),
+            _args.text("kind", kind),
+            _args.text("source", source),
+            _args.text("caption", caption),
+            _args.opt_text("reply_to", reply_to),
+            _args.opt_text("filename", filename),
+            _args.metadata(metadata),
+        )
+        if self._plugin.supports_lanes and not self._plugin.supports_media:
+            return SendResult.failed(
+                f"send_media {LANES_UNSUPPORTED.format(self._plugin.api_version)}: no media plane"
+            )
+        return await self._lane_sent(command, chat_id)
+
     async def get_chat_info(self, chat_id: str) -> ChatInfo:
         """A chat's name and type. Raises :class:`AdapterUnavailable` when no
         instance can answer (restarting, stopped, down)."""
@@ -730,6 +803,28 @@ class RelayAdapter:
             _args.opt_text("profile", profile),
         )
         self._require_rt().query("prime-route", *args)
+
+    def prime_labels(self, labels: ChatLabels) -> None:
+        """Restores a chat-label record the labels handler stored (WIT 0.2
+        ``prime-labels``, spec §7.7), typically each stored record right
+        after :meth:`connect`: interactions (slash commands, buttons,
+        modals) then carry its chat name, topic and author display name
+        instead of their payload's. It never overrides what the adapter
+        observed itself since it started, and it is not reported back to
+        the labels handler. The record lives in the component: after a
+        component restart (a ``guest_trap`` fatal event) prime again once
+        ready.
+
+        Raises :class:`NotSupported` for a 0.1.0 component (or a 0.2 draft
+        built before the record), :class:`AdapterUnavailable` when no
+        instance runs, TypeError / ValueError for a bad argument."""
+        record = _labels.to_wit(_labels.checked(labels))
+        if not self._plugin.supports_labels:
+            raise NotSupported(
+                f"prime_labels {LANES_UNSUPPORTED.format(self._plugin.api_version)}"
+                + ("" if self._plugin.api_version == "0.1.0" else ": no chat-label record")
+            )
+        self._require_rt().query("prime-labels", record)
 
     # -- capability queries (one synchronous export call each) -------------------------
 

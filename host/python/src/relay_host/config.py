@@ -7,14 +7,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from wasmtime.component import Record
 
 #: Default linear-memory cap of one instance (128 MiB, as the Rust host).
 DEFAULT_MEMORY_BYTES = 128 << 20
+
+#: Defaults of the media plane (spec §9.1; the core's ``MediaConfig``).
+MEDIA_MAX_BYTES = 25 << 20
+MEDIA_TIMEOUT = 30.0
+MEDIA_RETENTION = 3600.0
+MEDIA_MAX_FILES = 512
+MEDIA_MAX_TOTAL_BYTES = 1 << 30
+
+#: Largest WIT ``u64`` / ``u32``.
+_U64_MAX = 2**64 - 1
+_U32_MAX = 2**32 - 1
 
 #: WIT versions whose ``config`` record has no ``platform-extra`` and
 #: ``prompt-nonce`` (those fields are 0.2).
@@ -118,6 +133,124 @@ def _ms(seconds: float) -> int:
 
 
 @dataclass
+class MediaOptions:
+    """The host's media client (spec §9.1, WIT 0.2 ``media-config``).
+
+    Inbound attachments are downloaded to new files in :attr:`directory`
+    (created with mode 0700; each file 0600, named
+    ``<24 random hex digits>.<ext>``) before the message is delivered, and
+    :meth:`RelayAdapter.send_media` uploads local files to the connector.
+    The component deletes a download when its delivery is rejected, or
+    :attr:`retention` seconds after it was accepted.
+
+    The host enforces on its own, whatever the component asks: only
+    ``http``/``https``; no ``Authorization`` header and no upload to any
+    origin but the connector's; no proxy; no redirect followed; and, for
+    every origin but the connector's, no loopback, private, link-local,
+    CGNAT, multicast or reserved address (checked on the resolved
+    addresses, and the connection goes to the address checked) unless
+    :attr:`allow_private_addresses`.
+    """
+
+    #: Where downloads are written; only the operator should be able to
+    #: write it. Made absolute when the adapter connects.
+    directory: Path
+    #: Let origins other than the connector's resolve to private and
+    #: loopback addresses (a media server on the operator's own network;
+    #: tests). Off by default.
+    allow_private_addresses: bool = False
+    #: Per-file cap in bytes, both directions (spec: 25 MiB).
+    max_bytes: int = MEDIA_MAX_BYTES
+    #: Timeout of one media request in seconds (spec: 30 s).
+    timeout: float = MEDIA_TIMEOUT
+    #: How long a downloaded file is kept after its delivery was accepted,
+    #: in seconds (default one hour).
+    retention: float = MEDIA_RETENTION
+    #: Downloaded files kept at once; past it new downloads are refused.
+    max_files: int = MEDIA_MAX_FILES
+    #: Bytes of downloaded files kept at once; past it new downloads are
+    #: refused.
+    max_total_bytes: int = MEDIA_MAX_TOTAL_BYTES
+
+    def __post_init__(self) -> None:
+        if isinstance(self.directory, str):
+            self.directory = Path(self.directory)
+        if not isinstance(self.directory, os.PathLike):
+            raise TypeError(f"media directory must be a path, not {type(self.directory).__name__}")
+        if not isinstance(self.allow_private_addresses, bool):
+            raise TypeError("media allow_private_addresses must be a bool")
+        for name, top in (
+            ("max_bytes", _U64_MAX),
+            ("max_files", _U32_MAX),
+            ("max_total_bytes", _U64_MAX),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"media {name} must be an int, not {type(value).__name__}")
+            if not 1 <= value <= top:
+                raise ValueError(f"media {name} must be at least 1 (and fit its WIT type)")
+        if self.max_total_bytes < self.max_bytes:
+            raise ValueError("media max_total_bytes must be at least max_bytes")
+        for name in ("timeout", "retention"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"media {name} must be a number of seconds")
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"media {name} must be a finite number of seconds above 0")
+
+    def to_wit(self) -> Record:
+        """The WIT ``media-config`` record of a configured client."""
+        return _media_record(
+            enabled=True,
+            max_bytes=self.max_bytes,
+            timeout_ms=max(1, _ms(self.timeout)),
+            retention_ms=max(1, _ms(self.retention)),
+            max_files=self.max_files,
+            max_total_bytes=self.max_total_bytes,
+        )
+
+
+def _media_record(**fields: Any) -> Record:
+    record = Record()
+    for name, value in fields.items():
+        setattr(record, name.replace("_", "-"), value)
+    return record
+
+
+def _disabled_media() -> Record:
+    """``media-config`` without a client: the spec's bounds, ``enabled`` false."""
+    return _media_record(
+        enabled=False,
+        max_bytes=MEDIA_MAX_BYTES,
+        timeout_ms=_ms(MEDIA_TIMEOUT),
+        retention_ms=_ms(MEDIA_RETENTION),
+        max_files=MEDIA_MAX_FILES,
+        max_total_bytes=MEDIA_MAX_TOTAL_BYTES,
+    )
+
+
+def connector_origin(connector_url: str) -> tuple[str, str, int] | None:
+    """The connector's HTTP origin (scheme, lower-case host without
+    brackets, effective port): ``ws`` becomes ``http``, ``wss`` ``https``
+    (the connector serves media on the host and port of its socket). None
+    for another scheme or a URL without a host."""
+    try:
+        parts = urlsplit(connector_url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = {"ws": "http", "http": "http", "wss": "https", "https": "https"}.get(
+        parts.scheme.lower()
+    )
+    host = (parts.hostname or "").lower()
+    if scheme is None or not host:
+        return None
+    if port is None:
+        port = 443 if scheme == "https" else 80
+    return scheme, host, port
+
+
+@dataclass
 class AdapterConfig:
     """Everything one adapter needs. Durations are seconds (floats).
 
@@ -168,6 +301,11 @@ class AdapterConfig:
     #: component validates it and skips bad entries with a warning; it never
     #: fails the handshake. Empty: none. Not passed to a 0.1.0 component.
     command_manifest: list[dict[str, Any]] = field(default_factory=list)
+    #: WIT 0.2: the media client (spec §9.1; :class:`MediaOptions`). None
+    #: (the default): no client, so inbound connector re-hosts are dropped
+    #: (public URLs kept) and :meth:`RelayAdapter.send_media` cannot send a
+    #: local file. A 0.1.0 component has no media plane.
+    media: MediaOptions | None = None
     limits: HostLimits = field(default_factory=HostLimits)
 
     def __post_init__(self) -> None:
@@ -179,6 +317,13 @@ class AdapterConfig:
         # Checked here, so a bad value fails at configuration, not at start.
         self.platform_extra_json()
         self.command_manifest_json()
+        if self.media is not None:
+            if not isinstance(self.media, MediaOptions):
+                raise TypeError(
+                    f"media must be a MediaOptions (or None), not {type(self.media).__name__}"
+                )
+            if connector_origin(self.connector_url) is None:
+                raise ValueError("media needs a connector_url with an http(s) or ws(s) origin")
 
     def platform_extra_json(self) -> str:
         """``platform_extra`` as the WIT ``platform-extra`` text: a JSON
@@ -222,7 +367,8 @@ class AdapterConfig:
         """The WIT ``config`` record of ``api_version`` (kebab-case
         attributes, as wasmtime-py lowers records by their WIT field names).
 
-        For 0.2 it carries ``platform-extra`` and ``prompt-nonce``:
+        For 0.2 it carries ``platform-extra``, ``command-manifest``,
+        ``media`` (``enabled`` when :attr:`media` is set) and ``prompt-nonce``:
         ``prompt_nonce`` when given (the adapter passes the one it drew),
         else :attr:`prompt_nonce`, else ``""`` (the component draws one)."""
         values: dict[str, Any] = {
@@ -256,6 +402,10 @@ class AdapterConfig:
             values["platform-extra"] = self.platform_extra_json()
             values["prompt-nonce"] = nonce or ""
             values["command-manifest"] = self.command_manifest_json()
+            # A draft 0.2 component built before the media plane has no
+            # such field: wasmtime-py lowers a record by its type's fields
+            # and ignores this attribute there.
+            values["media"] = _disabled_media() if self.media is None else self.media.to_wit()
         record = Record()
         for name, value in values.items():
             setattr(record, name, value)

@@ -23,7 +23,9 @@ HOST_API_VERSION = "0.2.0"
 #: share have the same shape so far, so one set of imports and calls serves
 #: each; the interface names differ, and 0.2.0 adds the ``lane`` export
 #: (:attr:`Plugin.supports_lanes`), the prompt and draft queries, the
-#: ``prompt-answered`` import and two ``config`` fields.
+#: ``prompt-answered``, media and ``labels-observed`` imports,
+#: ``on-media-done`` (:attr:`Plugin.supports_media`), ``prime-labels``
+#: (:attr:`Plugin.supports_labels`) and four ``config`` fields.
 SUPPORTED_API_VERSIONS = ("0.2.0", "0.1.0")
 
 #: Default epoch tick. Coarser than the Rust host's 1 ms: a Python thread
@@ -98,6 +100,20 @@ class Plugin:
         #: Whether the component imports ``prompt-answered`` (every version
         #: but 0.1.0): the host defines it only then.
         self.imports_prompt_answered: bool = self.api_version != "0.1.0"
+        #: Whether the host defines the media imports (``fetch-media``,
+        #: ``upload-media``, ``delete-media``): every version but 0.1.0.
+        self.imports_media: bool = self.api_version != "0.1.0"
+        #: Whether the component has the media plane (exports
+        #: ``on-media-done``, takes the ``send-media`` lane): a 0.2 draft
+        #: built before it does not.
+        self.supports_media: bool = self.has_export("on-media-done")
+        #: Whether the host defines the ``labels-observed`` import (the
+        #: chat-label record, spec §7.7): every version but 0.1.0.
+        self.imports_labels: bool = self.api_version != "0.1.0"
+        #: Whether the component keeps the chat-label record (exports
+        #: ``prime-labels``, imports ``labels-observed``): a 0.2 draft built
+        #: before it does not, and neither does a 0.1.0 component.
+        self.supports_labels: bool = self.has_export("prime-labels")
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=_ticker,

@@ -118,6 +118,89 @@ class PromptAnswer:
         return value if isinstance(value, dict) else {}
 
 
+#: The fields of :class:`ChatLabels` in order (also the keys of its
+#: :meth:`~ChatLabels.as_dict`, the Rust host's ``ChatLabels`` serde names).
+CHAT_LABEL_FIELDS = (
+    "scope_id",
+    "chat_id",
+    "chat_name",
+    "chat_topic",
+    "parent_chat_id",
+    "user_id",
+    "user_name",
+)
+
+
+@dataclass(frozen=True)
+class ChatLabels:
+    """What the Discord text lane observed about a chat (WIT ``chat-labels``,
+    spec §7.7): its name, topic and parent, and an author's display name in
+    it. Interactions (slash commands, buttons, modals) present these labels
+    instead of their payload's, so a session's labels do not change between
+    a slash command and a text message. ``None`` values are observations
+    too (a removed topic is not revived).
+
+    The adapter reports each change to the labels handler
+    (:meth:`RelayAdapter.set_labels_handler`); store the latest per
+    :attr:`key` and give them back with :meth:`RelayAdapter.prime_labels`
+    after a restart. :meth:`as_dict` / :meth:`from_dict` convert to and
+    from plain JSON objects for the store."""
+
+    #: The guild, ``""`` for none.
+    scope_id: str
+    #: The chat.
+    chat_id: str
+    #: The chat's name.
+    chat_name: str | None = None
+    #: The chat's topic.
+    chat_topic: str | None = None
+    #: The parent channel when the chat is a thread.
+    parent_chat_id: str | None = None
+    #: The author whose display name this is.
+    user_id: str | None = None
+    #: The author's display name in the chat.
+    user_name: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        """``(scope_id, chat_id, user_id)``: keep the latest record per key."""
+        return (self.scope_id, self.chat_id, self.user_id)
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The record as a JSON object (the keys of the Rust host's
+        ``ChatLabels`` and of the ``relay-host`` CLI's ``labels`` line)."""
+        return {name: getattr(self, name) for name in CHAT_LABEL_FIELDS}
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> ChatLabels:
+        """A record from :meth:`as_dict`'s shape. A missing (or null)
+        ``scope_id`` or ``chat_id`` is ``""``, any other missing key None;
+        unknown keys are ignored. Raises TypeError for a value of another
+        type."""
+        if not isinstance(value, dict):
+            raise TypeError(f"chat labels must be a dict, not {type(value).__name__}")
+        fields: dict[str, str | None] = {}
+        for name in CHAT_LABEL_FIELDS:
+            item = value.get(name)
+            required = name in ("scope_id", "chat_id")
+            if item is None:
+                fields[name] = "" if required else None
+            elif isinstance(item, str):
+                fields[name] = item
+            else:
+                kind = "a str" if required else "a str or None"
+                raise TypeError(f"chat labels {name} must be {kind}, not {type(item).__name__}")
+        return cls(
+            scope_id=fields["scope_id"] or "",
+            chat_id=fields["chat_id"] or "",
+            chat_name=fields["chat_name"],
+            chat_topic=fields["chat_topic"],
+            parent_chat_id=fields["parent_chat_id"],
+            user_id=fields["user_id"],
+            user_name=fields["user_name"],
+        )
+
+
 @dataclass(frozen=True)
 class ChatInfo:
     """Answer to ``get_chat_info``."""

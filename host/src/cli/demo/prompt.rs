@@ -9,14 +9,14 @@ use tokio::time::timeout;
 use super::{BOT_ID, STEP_TIMEOUT, Step, Walk, connector_sent, gateway_sent, note};
 
 /// The connector's Discord descriptor in the demo: the stub's, plus the
-/// `prompt` and `react` lanes.
+/// `prompt`, `react` and `send_media` lanes.
 pub(super) fn demo_descriptor() -> Value {
     let mut descriptor = descriptors::discord();
     if let Some(ops) = descriptor
         .get_mut("supported_ops")
         .and_then(Value::as_array_mut)
     {
-        ops.extend([json!("prompt"), json!("react")]);
+        ops.extend([json!("prompt"), json!("react"), json!("send_media")]);
     }
     descriptor
 }

@@ -7,6 +7,7 @@
 
 mod deliveries;
 mod io;
+mod media;
 mod ops;
 
 use futures_util::StreamExt as _;
@@ -308,6 +309,7 @@ impl Bridge {
                 let event = crate::cli::lines::raw_json(&answer.event_json);
                 self.out.line(&Line::prompt_answer(&answer, &event));
             }
+            Event::Labels(labels) => self.out.line(&Line::Labels { labels: &labels }),
             Event::State { state, detail } => {
                 self.out.line(&Line::State {
                     state: state.as_str(),

@@ -15,6 +15,7 @@ use relay_host::{
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
+use super::media::SendMedia;
 use crate::cli::lines::SentResult;
 
 /// The caller's id for a command: a string or an integer, echoed back.
@@ -186,6 +187,9 @@ pub enum Command {
         #[serde(default)]
         timeout_s: Option<u32>,
     },
+    /// A file or a public URL as one media message; the arguments are
+    /// [`SendMedia`]'s.
+    SendMedia(SendMedia),
     Interrupt {
         session_key: String,
         #[serde(default)]
@@ -203,6 +207,10 @@ pub enum Command {
         user_id: Option<String>,
         #[serde(default)]
         profile: Option<String>,
+    },
+    /// A stored chat-label record (a `labels` line's `labels`).
+    PrimeLabels {
+        labels: relay_host::ChatLabels,
     },
     Shutdown {},
     Descriptor {
@@ -317,11 +325,13 @@ pub const OP_NAMES: &[&str] = &[
     "task_card_stop",
     "abandon_open_draft",
     "prompt",
+    "send_media",
     "interrupt",
     "go_dormant",
     "hold_redial",
     "release_redial",
     "prime_route",
+    "prime_labels",
     "shutdown",
     "descriptor",
     "max_message_length",
@@ -561,6 +571,7 @@ async fn execute(handle: &AdapterHandle, op: Command) -> Outcome {
                 })
                 .await,
         )),
+        Command::SendMedia(args) => Ok(sent(&handle.send_media(args.into()).await)),
         Command::Interrupt {
             session_key,
             reason,
@@ -579,6 +590,7 @@ async fn execute(handle: &AdapterHandle, op: Command) -> Outcome {
                 .prime_route(chat_id, platform, scope_id, user_id, profile)
                 .await,
         ),
+        Command::PrimeLabels { labels } => empty(handle.prime_labels(labels).await),
         Command::Shutdown {} => empty(handle.shutdown().await),
         Command::Descriptor { platform } => {
             let text = handle.descriptor(platform.as_deref()).await.map_err(text)?;

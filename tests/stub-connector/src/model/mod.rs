@@ -183,6 +183,9 @@ pub struct StubConfig {
     /// handshake (and replay), e.g. `(1011, "overloaded")` to drive a
     /// gateway's reconnect ladder.
     pub close_after_handshake: Option<(u16, String)>,
+    /// Largest `POST /relay/media` body accepted; a declared
+    /// `Content-Length` above it is answered 413 without reading the body.
+    pub max_media_size: usize,
 }
 
 impl Default for StubConfig {
@@ -201,6 +204,7 @@ impl Default for StubConfig {
             replay_mode: ReplayMode::AllAtOnce,
             max_message_size: None,
             close_after_handshake: None,
+            max_media_size: DEFAULT_MAX_MEDIA_SIZE,
         }
     }
 }
@@ -266,11 +270,20 @@ impl StubConfig {
         self.replay_mode = mode;
         self
     }
+
+    /// Sets the media upload cap in bytes.
+    pub fn with_max_media_size(mut self, max: usize) -> Self {
+        self.max_media_size = max;
+        self
+    }
 }
 
 pub mod descriptors;
 
 pub mod events;
+
+mod media;
+pub use media::{DEFAULT_MAX_MEDIA_SIZE, MediaRequest, StoredMedia};
 
 /// A `passthrough_forward` payload (§2.11). The body is kept as the exact
 /// `bodyB64` string so a test can also send invalid base64.
@@ -603,6 +616,8 @@ pub struct StubState {
     pub idle: bool,
     /// Outbound requests held by [`OutboundReply::NoAnswer`], oldest first.
     pub pending_requests: Vec<PendingRequest>,
+    /// Every media HTTP request answered, in the order they were decided.
+    pub media_requests: Vec<MediaRequest>,
 }
 
 impl StubState {

@@ -1,5 +1,6 @@
-//! Connections: the accept loop, the HTTP upgrade (path, scripted fates,
-//! bearer verification), and one task per connection reading lines.
+//! Connections: the accept loop (which routes media requests away by their
+//! request line), the HTTP upgrade (path, scripted fates, bearer
+//! verification), and one task per connection reading lines.
 
 use super::*;
 
@@ -30,11 +31,31 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             () = until_shutdown(shared.shutdown.clone()) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    tokio::spawn(serve(Arc::clone(&shared), tcp, peer));
+                    tokio::spawn(dispatch(Arc::clone(&shared), tcp, peer));
                 }
                 Err(error) => tracing::warn!(%error, "accept failed"),
             },
         }
+    }
+}
+
+/// Sends one accepted socket to the media endpoints or the upgrade path,
+/// by its request line. Media requests are never recorded as connection
+/// attempts and never consume upgrade fates.
+pub(super) async fn dispatch(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let accepted_at = SystemTime::now();
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    // Frames are small and latency matters more than throughput here.
+    let _ = tcp.set_nodelay(true);
+    let route = tokio::select! {
+        route = plain_http::classify(&tcp, deadline) => route,
+        () = until_shutdown(shared.shutdown.clone()) => return,
+    };
+    match route {
+        plain_http::Route::Media { method, target } => {
+            media::serve(shared, tcp, peer, accepted_at, (method, target), deadline).await;
+        }
+        plain_http::Route::Upgrade => serve(shared, tcp, peer, accepted_at, deadline).await,
     }
 }
 
@@ -46,14 +67,21 @@ pub(super) fn set_conn_state(inner: &mut Inner, index: usize, state: ConnState) 
 
 // The upgrade callback's error type is fixed by tungstenite's `Callback`.
 #[allow(clippy::result_large_err)]
-pub(super) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
-    // Frames are small and latency matters more than throughput here.
-    let _ = tcp.set_nodelay(true);
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    accepted_at: SystemTime,
+    deadline: Instant,
+) {
+    // What the request-line peek left of the handshake budget; taken now so
+    // that a scripted `Delay` still holds the upgrade outside the budget.
+    let budget = deadline.saturating_duration_since(Instant::now());
     let (index, fate) = shared.update(|inner| {
         let index = inner.state.connections.len();
         inner.state.connections.push(ConnectionInfo {
             index,
-            accepted_at: SystemTime::now(),
+            accepted_at,
             peer,
             path: String::new(),
             headers: Vec::new(),
@@ -94,7 +122,7 @@ pub(super) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
     };
     let accepted = tokio::select! {
         r = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
+            budget,
             tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(shared.ws_config)),
         ) => r,
         () = until_shutdown(shared.shutdown.clone()) => return,

@@ -25,6 +25,8 @@ use crate::auth;
 mod conn;
 mod control;
 mod inner;
+mod media;
+mod plain_http;
 mod waiters;
 
 use crate::model::{
@@ -36,7 +38,8 @@ use conn::*;
 use control::*;
 pub(crate) use control::{even_cuts, line_of};
 
-/// A gateway that never finishes its HTTP upgrade must not pin a task forever.
+/// A gateway that never finishes its HTTP upgrade (or a media request its
+/// head) must not pin a task forever. Counted from the TCP accept.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the peer's half of a close handshake before dropping.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -149,6 +152,8 @@ struct Inner {
     next_message: u64,
     next_thread: u64,
     next_buffer: u64,
+    /// Uploads, re-hosts, public entries and scripted media failures.
+    media: media::MediaStore,
 }
 
 struct Shared {
@@ -239,6 +244,7 @@ impl StubConnector {
                 next_message: 0,
                 next_thread: 0,
                 next_buffer: 0,
+                media: media::MediaStore::default(),
             }),
             version,
             shutdown: shutdown_rx,

@@ -172,7 +172,7 @@ impl StubConnector {
         .await
     }
 
-    async fn wait_named<T>(
+    pub(super) async fn wait_named<T>(
         &self,
         what: &str,
         mut f: impl FnMut(&StubState) -> Option<T>,
