@@ -140,6 +140,103 @@ fn engine_outbound(c: &mut Criterion) {
     group.finish();
 }
 
+/// Messages in one burst of the `_burst` benchmarks.
+const BURST: usize = 64;
+
+/// A burst of inbound frames in one socket message (the actor merges a
+/// burst so) and their accepts in one call; the time is per message. The
+/// component hands the burst's events to the host in one `deliver` call.
+fn engine_inbound_burst(c: &mut Criterion) {
+    let rt = runtime();
+    let bursts: Vec<Utf8Bytes> = (0..INBOUND_LINES / BURST)
+        .map(|b| {
+            let text: String = (b * BURST..(b + 1) * BURST)
+                .map(|seq| inbound_line(seq).to_string())
+                .collect();
+            Utf8Bytes::from(text)
+        })
+        .collect();
+    let mut group = c.benchmark_group("engine_inbound_burst");
+    for (name, plugin) in engines() {
+        let mut harness = rt
+            .block_on(Harness::new(&plugin, DESCRIPTOR_LINE))
+            .expect("harness ready");
+        let mut next = 0usize;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let rounds = iters.div_ceil(BURST as u64).max(1);
+                    let start = Instant::now();
+                    for _ in 0..rounds {
+                        let text = bursts[next % bursts.len()].clone();
+                        next += 1;
+                        let delivered = harness.inbound(text).await.expect("inbound");
+                        assert_eq!(delivered, BURST, "one message per line");
+                    }
+                    start
+                        .elapsed()
+                        .mul_f64(iters as f64 / (rounds * BURST as u64) as f64)
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+/// A burst of sends and their results (the results in one socket message,
+/// as the actor merges them), with the sends in one `send-batch` call or
+/// one `send` call each; the time is per message.
+fn engine_outbound_burst(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("engine_outbound_burst");
+    for (name, plugin) in engines() {
+        let mut harness = rt
+            .block_on(async {
+                let mut h = Harness::new(&plugin, DESCRIPTOR_LINE).await?;
+                for seq in 0..ROUTED_CHATS {
+                    h.inbound(inbound_line(seq)).await?;
+                }
+                Ok::<_, String>(h)
+            })
+            .expect("harness ready");
+        let chats: Vec<String> = (0..ROUTED_CHATS).map(|seq| format!("c{seq}")).collect();
+        for batched in [true, false] {
+            let label = format!(
+                "{name}/{}",
+                if batched { "batched" } else { "one_call_each" }
+            );
+            let mut next = 0usize;
+            group.bench_function(label, |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let bursts = iters.div_ceil(BURST as u64).max(1);
+                        let start = Instant::now();
+                        for _ in 0..bursts {
+                            let at = (next * BURST) % ROUTED_CHATS;
+                            next += 1;
+                            let frames = harness
+                                .send_burst(&chats[at..at + BURST], "bench 123", batched)
+                                .await
+                                .expect("sends");
+                            let results: String =
+                                frames.iter().map(|f| result_line(f).to_string()).collect();
+                            harness
+                                .inbound(Utf8Bytes::from(results))
+                                .await
+                                .expect("results");
+                        }
+                        // Per message: the bursts ran `bursts * BURST` of them.
+                        start
+                            .elapsed()
+                            .mul_f64(iters as f64 / (bursts * BURST as u64) as f64)
+                    })
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -149,6 +246,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = engine_inbound, engine_outbound
+    targets = engine_inbound, engine_inbound_burst, engine_outbound, engine_outbound_burst
 }
 criterion_main!(benches);

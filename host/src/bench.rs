@@ -164,6 +164,47 @@ impl Harness {
         Ok(self.drain_outgoing())
     }
 
+    /// `send` commands to each of `chats`: in one `send-batch` call when
+    /// `batched` (as the actor gathers a burst), else one `send` call each.
+    /// Returns the frames they wrote.
+    pub async fn send_burst(
+        &mut self,
+        chats: &[String],
+        content: &str,
+        batched: bool,
+    ) -> Result<Vec<String>, String> {
+        let mut sends = Vec::with_capacity(chats.len());
+        for chat_id in chats {
+            let id = self.next_request;
+            self.next_request += 1;
+            let (reply, _answer) = oneshot::channel();
+            self.store.data_mut().pending.insert(
+                id,
+                Pending {
+                    reply,
+                    is_shutdown: false,
+                    slot: None,
+                },
+            );
+            let request = Request::Send {
+                chat_id: chat_id.clone(),
+                content: content.to_owned(),
+                reply_to: None,
+                metadata: "{}".to_owned(),
+                platform: None,
+            };
+            sends.push((id, request));
+        }
+        if batched {
+            self.feed(Feed::Sends(sends)).await?;
+        } else {
+            for (id, request) in sends {
+                self.feed(Feed::Request(id, request)).await?;
+            }
+        }
+        Ok(self.drain_outgoing())
+    }
+
     /// Texts the instance wrote since the last call.
     pub fn drain_outgoing(&mut self) -> Vec<String> {
         let mut texts = Vec::new();

@@ -32,6 +32,9 @@ pub(crate) enum Feed {
     /// Verdicts in the order the gateway gave them.
     Deliveries(Vec<(u64, bool)>),
     Request(u64, Request),
+    /// Several `send` requests (only [`Request::Send`]) gathered from the
+    /// mailbox: one export call (`send-batch`, 0.2) for all.
+    Sends(Vec<(u64, Request)>),
     /// A media job's outcome (`on-media-done`, 0.2).
     MediaDone(u64, crate::media::MediaOutcome),
 }
@@ -172,6 +175,7 @@ macro_rules! component_calls {
                         _ => guest.call_answer_deliveries(s, &answers).await,
                     },
                     Feed::Request(id, request) => send_request(guest, s, id, request).await,
+                    Feed::Sends(sends) => send_batch(guest, s, sends).await,
                     Feed::MediaDone(job, outcome) => media_done(guest, s, job, outcome).await,
                 }
             }
@@ -334,6 +338,18 @@ macro_rules! component_calls {
 const UNSUPPORTED_0_1: &str = "not supported by this component (api 0.1.0)";
 
 component_calls!(v0_1 {
+    /// 0.1 has no `send-batch`: one `send` call each.
+    async fn send_batch(
+        guest: &Guest,
+        s: &mut Store<HostState>,
+        sends: Vec<(u64, Request)>,
+    ) -> wasmtime::Result<()> {
+        for (id, request) in sends {
+            send_request(guest, &mut *s, id, request).await?;
+        }
+        Ok(())
+    }
+
     /// 0.1 keeps no label record.
     async fn prime_labels(
         _guest: &Guest,
@@ -413,6 +429,36 @@ component_calls!(v0_1 {
 });
 
 component_calls!(v0_2 {
+    async fn send_batch(
+        guest: &Guest,
+        s: &mut Store<HostState>,
+        sends: Vec<(u64, Request)>,
+    ) -> wasmtime::Result<()> {
+        use crate::bindings::v0_2::wit::SendRequest;
+        let batch: Vec<SendRequest> = sends
+            .into_iter()
+            .filter_map(|(request, r)| match r {
+                Request::Send {
+                    chat_id,
+                    content,
+                    reply_to,
+                    metadata,
+                    platform,
+                } => Some(SendRequest {
+                    request,
+                    chat_id,
+                    content,
+                    reply_to,
+                    metadata,
+                    platform,
+                }),
+                // The actor gathers sends only.
+                _ => None,
+            })
+            .collect();
+        guest.call_send_batch(s, &batch).await
+    }
+
     async fn prime_labels(
         guest: &Guest,
         s: &mut Store<HostState>,

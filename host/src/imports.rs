@@ -58,6 +58,26 @@ macro_rules! host_imports {
 
             impl wit::Host for HostState {}
 
+            /// Hands one inbound message to the gateway.
+            fn deliver_one(host: &mut HostState, event: wit::MessageEvent) {
+                let ack = DeliveryAck::new(host.verdicts.clone(), host.instance, event.delivery);
+                // If the gateway dropped the stream, the event (and its ack) drops: a reject.
+                let _ = host.events.send(Event::Message(MessageEvent {
+                    delivery: event.delivery,
+                    buffer_id: event.buffer_id,
+                    platform: event.platform,
+                    chat_id: event.chat_id,
+                    chat_type: event.chat_type,
+                    user_id: event.user_id,
+                    scope_id: event.scope_id,
+                    thread_id: event.thread_id,
+                    message_type: event.message_type,
+                    text: event.text,
+                    json: event.json,
+                    ack,
+                }));
+            }
+
             impl Host for HostState {
                 fn dial(&mut self, conn: u32, url: String, headers: Vec<(String, String)>) {
                     if !self.dial_policy.allows(&url) {
@@ -126,24 +146,6 @@ macro_rules! host_imports {
                     self.deadline = Some(at);
                 }
 
-                fn deliver(&mut self, event: wit::MessageEvent) {
-                    let ack = DeliveryAck::new(self.verdicts.clone(), self.instance, event.delivery);
-                    // If the gateway dropped the stream, the event (and its ack) drops: a reject.
-                    let _ = self.events.send(Event::Message(MessageEvent {
-                        delivery: event.delivery,
-                        buffer_id: event.buffer_id,
-                        platform: event.platform,
-                        chat_id: event.chat_id,
-                        chat_type: event.chat_type,
-                        user_id: event.user_id,
-                        scope_id: event.scope_id,
-                        thread_id: event.thread_id,
-                        message_type: event.message_type,
-                        text: event.text,
-                        json: event.json,
-                        ack,
-                    }));
-                }
 
                 fn interrupt(&mut self, session_key: String, chat_id: String) {
                     let _ = self.events.send(Event::Interrupt {
@@ -262,9 +264,20 @@ macro_rules! host_imports {
     };
 }
 
-host_imports!(v0_1);
-// 0.2 added `prompt-answered` and the media imports.
+host_imports!(v0_1 {
+    fn deliver(&mut self, event: wit::MessageEvent) {
+        deliver_one(self, event);
+    }
+});
+// 0.2 added `prompt-answered`, the media imports and the label record, and
+// `deliver` takes the messages of one export call together.
 host_imports!(v0_2 {
+    fn deliver(&mut self, events: Vec<wit::MessageEvent>) {
+        for event in events {
+            deliver_one(self, event);
+        }
+    }
+
     fn labels_observed(&mut self, l: wit::ChatLabels) {
         let _ = self.events.send(Event::Labels(crate::types::ChatLabels {
             scope_id: l.scope_id,

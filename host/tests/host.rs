@@ -1162,13 +1162,15 @@ async fn a_bad_prompt_nonce_is_refused_at_spawn() {
     assert_eq!(stub.connections().len(), 0, "nothing dialed");
 }
 
-/// A burst of sends made back to back, on a 0.2 and on a 0.1 component:
-/// every send goes out once, in the order it was made, and resolves once
-/// with its own result.
+/// A burst of sends made back to back, on a 0.2 component (gathered into
+/// `send-batch` calls), a 0.1 component (one `send` each) and the native
+/// engine: every send goes out once, in the order it was made, and
+/// resolves once with its own result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_sends_goes_out_in_order_on_both_versions() {
     let old = Plugin::from_file(FIXTURE_0_1_0).expect("the 0.1.0 component loads");
-    for plugin in [plugin(), &old] {
+    let native = Plugin::native().expect("native plugin");
+    for plugin in [plugin(), &old, &native] {
         let stub = stub().await;
         let (handle, mut events) = spawn_on(plugin, config(&stub)).await;
         handshake(&stub, &mut events, 1).await;

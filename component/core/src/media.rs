@@ -248,11 +248,14 @@ pub fn content_type_for(name: &str) -> &'static str {
     }
 }
 
-/// A header value made safe: control characters dropped, at most
+/// A header value made safe: control characters dropped, anything but
+/// printable ASCII replaced by `_` (HTTP clients refuse other bytes in a
+/// header; the frame's `filename` keeps the real name), at most
 /// `max_chars` characters.
 pub fn header_value(s: &str, max_chars: usize) -> String {
     s.chars()
         .filter(|c| !c.is_control())
+        .map(|c| if c.is_ascii() { c } else { '_' })
         .take(max_chars)
         .collect()
 }
@@ -390,6 +393,7 @@ mod tests {
         );
         assert_eq!(name_hint("https://cdn.example/"), None);
         assert_eq!(header_value("a\r\nb", 255), "ab");
+        assert_eq!(header_value("报告 v2.pdf", 255), "__ v2.pdf");
         assert_eq!(mime_of("Image/PNG; charset=x"), "image/png");
     }
 }

@@ -47,8 +47,31 @@ fn now() -> Now {
     }
 }
 
-/// The host, reached through the WIT imports.
-struct Imports;
+/// The host, reached through the WIT imports. Deliveries are gathered and
+/// handed over in one `deliver` call: before any other import that reports
+/// to the gateway (so reports keep their order), and at the end of the
+/// drain ([`Imports::with`]).
+#[derive(Default)]
+struct Imports {
+    events: Vec<crate::hermes::relay::types::MessageEvent>,
+}
+
+impl Imports {
+    fn flush(&mut self) {
+        if !self.events.is_empty() {
+            host::deliver(&self.events);
+            self.events.clear();
+        }
+    }
+
+    /// Runs `f` with fresh imports, then hands over what is still gathered.
+    fn with<T>(f: impl FnOnce(&mut Imports) -> T) -> T {
+        let mut fx = Imports::default();
+        let out = f(&mut fx);
+        fx.flush();
+        out
+    }
+}
 
 impl Effects for Imports {
     fn now(&mut self) -> Now {
@@ -56,6 +79,7 @@ impl Effects for Imports {
     }
 
     fn prompt_answered(&mut self, answer: PromptAnswer) {
+        self.flush();
         let answer = relay_core::to_record!(crate::hermes::relay::types, prompt_answer, answer);
         host::prompt_answered(&answer);
     }
@@ -75,6 +99,7 @@ impl Effects for Imports {
     }
 
     fn labels_observed(&mut self, labels: ChatLabels) {
+        self.flush();
         let labels = relay_core::to_record!(crate::hermes::relay::types, chat_labels, labels);
         host::labels_observed(&labels);
     }
@@ -96,27 +121,30 @@ impl Effects for Imports {
     }
 
     fn deliver(&mut self, delivery: Delivery) {
-        let event = relay_core::to_record!(
+        self.events.push(relay_core::to_record!(
             crate::hermes::relay::types,
             event,
             EventRecord::from(delivery)
-        );
-        host::deliver(&event);
+        ));
     }
 
     fn interrupt(&mut self, session_key: String, chat_id: String) {
+        self.flush();
         host::interrupt(&session_key, &chat_id);
     }
 
     fn complete(&mut self, request: u64, completion: Completion) {
+        self.flush();
         complete(request, completion);
     }
 
     fn state_changed(&mut self, state: State, detail: String) {
+        self.flush();
         host::state_changed(state_to_wit(state), &detail);
     }
 
     fn fatal(&mut self, code: String, message: String, retryable: bool) {
+        self.flush();
         host::fatal(&FatalError {
             code,
             message,
@@ -154,14 +182,14 @@ pub fn feed_all<'a>(inputs: impl IntoIterator<Item = Input<'a>>) {
         for input in inputs {
             machine.handle(now, input);
         }
-        driver::drain(machine, &mut Imports);
+        Imports::with(|fx| driver::drain(machine, fx));
     });
 }
 
 /// Feeds one input and drains every output into the imports.
 pub fn feed(input: Input<'_>) {
     MACHINE.with(|cell| match cell.borrow_mut().as_mut() {
-        Some(machine) => driver::step(machine, &mut Imports, input),
+        Some(machine) => Imports::with(|fx| driver::step(machine, fx, input)),
         None => host::log(LogLevel::Warn, "relay adapter: input before start ignored"),
     });
 }
@@ -173,6 +201,23 @@ pub fn command(request: u64, command: Command<'_>) {
         feed(Input::Command { request, command });
     } else {
         complete(request, driver::unstarted(&command));
+    }
+}
+
+/// Feeds several commands with one clock read and one drain; before
+/// `start` each still completes, with a failure.
+pub fn commands<'a>(commands: impl IntoIterator<Item = (u64, Command<'a>)>) {
+    let started = MACHINE.with(|cell| cell.borrow().is_some());
+    if started {
+        feed_all(
+            commands
+                .into_iter()
+                .map(|(request, command)| Input::Command { request, command }),
+        );
+    } else {
+        for (request, command) in commands {
+            complete(request, driver::unstarted(&command));
+        }
     }
 }
 

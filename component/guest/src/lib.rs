@@ -227,6 +227,24 @@ impl Guest for Component {
         command(request, cmd);
     }
 
+    /// One clock read and one drain for the whole burst, each send as
+    /// `send` would apply it.
+    fn send_batch(sends: Vec<hermes::relay::types::SendRequest>) {
+        let commands = sends.iter().map(|s| {
+            (
+                s.request,
+                Command::Send {
+                    chat_id: &s.chat_id,
+                    content: &s.content,
+                    reply_to: s.reply_to.as_deref(),
+                    metadata: &s.metadata,
+                    platform: s.platform.as_deref(),
+                },
+            )
+        });
+        glue::commands(commands);
+    }
+
     fn edit(request: u64, chat_id: String, message_id: String, content: String, metadata: String) {
         let cmd = Command::Edit {
             chat_id: &chat_id,

@@ -88,6 +88,12 @@ impl Guest for Component {
         machine::send(request, chat_id, content, reply_to, metadata, platform);
     }
 
+    fn send_batch(sends: Vec<hermes::relay::types::SendRequest>) {
+        for s in sends {
+            machine::send(s.request, s.chat_id, s.content, s.reply_to, s.metadata, s.platform);
+        }
+    }
+
     fn edit(request: u64, chat_id: String, message_id: String, content: String, metadata: String) {
         machine::edit(request, chat_id, message_id, content, metadata);
     }

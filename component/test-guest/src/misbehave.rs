@@ -222,7 +222,7 @@ fn handle_frame(m: &mut Machine, conn: u32, frame: Value) {
             let delivery = m.next_delivery;
             let buffer_id = text_field(&frame, "bufferId");
             m.deliveries.insert(delivery, buffer_id.clone());
-            host::deliver(&MessageEvent {
+            host::deliver(&[MessageEvent {
                 delivery,
                 buffer_id,
                 platform: text_field(&source, "platform").unwrap_or_else(|| "relay".into()),
@@ -234,7 +234,7 @@ fn handle_frame(m: &mut Machine, conn: u32, frame: Value) {
                 message_type: text_field(&event, "message_type").unwrap_or_else(|| "text".into()),
                 text: text_field(&event, "text").unwrap_or_default(),
                 json: event.to_string(),
-            });
+            }]);
         }
         "outbound_result" => {
             let id = text_field(&frame, "requestId").unwrap_or_default();
@@ -305,7 +305,7 @@ fn flood(m: &mut Machine, import: &str, count: Option<u64>) {
                 m.next_delivery += 1;
                 let delivery = m.next_delivery;
                 m.deliveries.insert(delivery, None);
-                host::deliver(&MessageEvent {
+                host::deliver(&[MessageEvent {
                     delivery,
                     buffer_id: None,
                     platform: "relay".into(),
@@ -317,7 +317,7 @@ fn flood(m: &mut Machine, import: &str, count: Option<u64>) {
                     message_type: "text".into(),
                     text: format!("flood {n}"),
                     json: "{}".into(),
-                });
+                }]);
             }
             _ => host::log(LogLevel::Info, &format!("test guest flood line {n}")),
         }

@@ -7,6 +7,8 @@
 # Env:   RIG_SRC  the rig to copy (default: ../shared/bench next to the repo)
 #        RIG      the writable copy (default /tmp/relay-rig; re-created)
 #        MATRIX   cells "peer:N:W ..." (default: all four peers, N=20000, W=1 and 256)
+#        HOST_BIN a relay-host binary to measure instead of building this tree's
+#                 (e.g. a copy built at another commit, for a before/after)
 #        PIN, QUIET_PCT, MAX_TRIES ...   passed to the rig's bench_all.sh
 # Needs CPython 3 for the rig; the python peer needs /tmp/pybench
 # (the rig's setup_pybench.sh, run here when missing).
@@ -17,8 +19,10 @@ RIG="${RIG:-/tmp/relay-rig}"
 REPS="${1:-3}"
 export MATRIX="${MATRIX:-relay:20000:1 relay-native:20000:1 python:20000:1 native:20000:1 relay:20000:256 relay-native:20000:256 python:20000:256 native:20000:256}"
 
-(cd "$REPO" && cargo build --release -q -p relay-host)
-HOST_BIN="$REPO/target/release/relay-host"
+if [ -z "${HOST_BIN:-}" ]; then
+  (cd "$REPO" && cargo build --release -q -p relay-host)
+  HOST_BIN="$REPO/target/release/relay-host"
+fi
 PEER_PY="$REPO/host/benches/rig/peer.py"
 
 rm -rf "$RIG"

@@ -34,6 +34,8 @@ mod supervise;
 
 /// Most delivery verdicts passed in one `answer-deliveries` call.
 const ANSWERS_PER_CALL: usize = 1024;
+/// Most sends handed to the component in one export call.
+const SENDS_PER_CALL: usize = 256;
 
 /// Most bytes of queued text messages merged into one `on-text` call.
 const MERGE_MAX_BYTES: usize = 64 * 1024;
@@ -122,6 +124,7 @@ async fn spawn(
         next_request: 1,
         queue: VecDeque::new(),
         io_stash: None,
+        mail_stash: None,
         deadline: None,
         restart_at: None,
         backoff: Duration::ZERO,
@@ -186,6 +189,8 @@ struct Actor {
     queue: VecDeque<Feed>,
     /// A socket event read while merging texts, handled next.
     io_stash: Option<IoEvent>,
+    /// A mail read while gathering sends, handled next.
+    mail_stash: Option<Mail>,
     deadline: Option<Instant>,
     restart_at: Option<Instant>,
     backoff: Duration,
@@ -219,6 +224,11 @@ impl Actor {
             }
             if let Some(event) = self.io_stash.take() {
                 self.on_io(event).await;
+                self.refresh_metrics(false).await;
+                continue;
+            }
+            if let Some(mail) = self.mail_stash.take() {
+                self.on_mail(mail).await;
                 self.refresh_metrics(false).await;
                 continue;
             }
@@ -300,22 +310,19 @@ impl Actor {
                     let _ = reply.send(Err(self.unavailable()));
                     return;
                 }
-                let Some(live) = self.live.as_mut() else {
+                let Some(id) = self.register(&request, reply, slot) else {
                     return;
                 };
-                let id = self.next_request;
-                self.next_request += 1;
-                let is_shutdown = matches!(request, Request::Shutdown);
-                tracing::debug!(request = id, op = request.op(), "relay request issued");
-                live.store.data_mut().pending.insert(
-                    id,
-                    Pending {
-                        reply,
-                        is_shutdown,
-                        slot,
-                    },
-                );
-                self.feed(Feed::Request(id, request)).await;
+                if matches!(request, Request::Send { .. }) {
+                    let sends = self.gather_sends(id, request);
+                    let input = match <[_; 1]>::try_from(sends) {
+                        Ok([(id, request)]) => Feed::Request(id, request),
+                        Err(sends) => Feed::Sends(sends),
+                    };
+                    self.feed(input).await;
+                } else {
+                    self.feed(Feed::Request(id, request)).await;
+                }
             }
             Mail::Query(query, reply) => {
                 let answer = self.query(query).await;
@@ -362,6 +369,54 @@ impl Actor {
         };
         self.feed(input).await;
         drop(credits);
+    }
+
+    /// Gives `request` its host id and its pending entry on the live
+    /// instance; `None` without one.
+    fn register(
+        &mut self,
+        request: &Request,
+        reply: Reply<Completion>,
+        slot: Option<crate::admission::Slot>,
+    ) -> Option<u64> {
+        let live = self.live.as_mut()?;
+        let id = self.next_request;
+        self.next_request += 1;
+        let is_shutdown = matches!(request, Request::Shutdown);
+        tracing::debug!(request = id, op = request.op(), "relay request issued");
+        live.store.data_mut().pending.insert(
+            id,
+            Pending {
+                reply,
+                is_shutdown,
+                slot,
+            },
+        );
+        Some(id)
+    }
+
+    /// `first` and the sends queued right behind it in the mailbox (up to
+    /// [`SENDS_PER_CALL`]): one export call for a burst of replies. It
+    /// stops at the first other mail (kept for the next turn) and when a
+    /// verdict is waiting, since verdicts given before a send go first.
+    fn gather_sends(&mut self, id: u64, first: Request) -> Vec<(u64, Request)> {
+        let mut sends = vec![(id, first)];
+        while sends.len() < SENDS_PER_CALL && self.mail_stash.is_none() && self.verdicts.is_empty()
+        {
+            let Ok(mail) = self.mailbox.try_recv() else {
+                break;
+            };
+            match mail {
+                Mail::Request(request @ Request::Send { .. }, reply, slot) => {
+                    match self.register(&request, reply, slot) {
+                        Some(id) => sends.push((id, request)),
+                        None => break,
+                    }
+                }
+                other => self.mail_stash = Some(other),
+            }
+        }
+        sends
     }
 
     /// A media job finished: fed to the instance that asked for it. A file
@@ -502,7 +557,11 @@ impl Actor {
             close_all(live.store.data_mut(), 1001, "relay adapter stopped");
         }
         self.mailbox.close();
-        while let Ok(mail) = self.mailbox.try_recv() {
+        let stashed = self.mail_stash.take();
+        for mail in stashed
+            .into_iter()
+            .chain(std::iter::from_fn(|| self.mailbox.try_recv().ok()))
+        {
             match mail {
                 Mail::Request(_, reply, _) => refuse(reply),
                 Mail::Query(_, reply) => refuse(reply),

@@ -84,6 +84,21 @@ impl NativeAdapter {
                 driver::drain(&mut self.machine, &mut HostEffects(host));
             }
             Feed::Request(request, command) => self.command(host, request, command),
+            Feed::Sends(sends) => {
+                // One clock read and one drain for the batch, as the guest.
+                let now = now(host);
+                for (request, command) in &sends {
+                    let command = command.as_command();
+                    self.machine.handle(
+                        now,
+                        CoreInput::Command {
+                            request: *request,
+                            command,
+                        },
+                    );
+                }
+                driver::drain(&mut self.machine, &mut HostEffects(host));
+            }
             Feed::MediaDone(job, o) => {
                 let outcome = relay_core::machine::MediaOutcome {
                     status: o.status,
@@ -206,7 +221,7 @@ impl Effects for HostEffects<'_> {
     fn deliver(&mut self, delivery: Delivery) {
         let event =
             relay_core::to_record!(crate::bindings::wit, event, EventRecord::from(delivery));
-        self.0.deliver(event);
+        self.0.deliver(vec![event]);
     }
 
     fn interrupt(&mut self, session_key: String, chat_id: String) {

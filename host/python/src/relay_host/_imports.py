@@ -84,7 +84,13 @@ class Imports:
     def set_deadline(self, at: int | None) -> None:
         self._rt.deadline.request(at)
 
-    def deliver(self, event: Any) -> None:
+    def deliver(self, events: Any) -> None:
+        # 0.2 hands over the messages of one export call as a list; 0.1 (and
+        # 0.2 drafts before that) one record per call.
+        for event in events if isinstance(events, list) else [events]:
+            self._deliver_one(event)
+
+    def _deliver_one(self, event: Any) -> None:
         rt = self._rt
         instance_id = rt.instance_id
         delivery = int(event.delivery)
