@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from relay_host import AdapterConfig, HostLimits, Identity, Plugin, RelayAdapter
+from relay_host import AdapterConfig, HostLimits, Identity, Plugin, RelayAdapter, State
 
 #: Deadline of every single wait in the tests.
 WAIT = 5.0
@@ -277,6 +277,61 @@ class Recorder:
 
     async def prompt_answer(self) -> Any:
         return await asyncio.wait_for(self.prompt_answers.get(), WAIT)
+
+
+async def ready_adapter(
+    plugin: Plugin, stub: Stub, **changes: Any
+) -> tuple[RelayAdapter, Recorder]:
+    """An adapter on ``stub`` with ``changes`` to the fast config, ready."""
+    adapter = RelayAdapter(plugin, fast_config(stub.url, **changes))
+    recorder = Recorder(adapter)
+    assert await adapter.connect(timeout=WAIT), f"not ready: {adapter.state}"
+    return adapter, recorder
+
+
+async def apply_descriptor(
+    adapter: RelayAdapter, stub: Stub, descriptor: dict[str, Any]
+) -> dict[str, Any]:
+    """Re-dials so the next handshake gets ``descriptor``; returns the
+    descriptor the adapter applied for its platform."""
+    # The stub numbers connections from 0; the next one is the re-dial.
+    redial = adapter.stats()["dials"]
+    await stub.do(
+        {"do": "set_descriptor", "descriptor": descriptor},
+        {"do": "close", "code": 1011, "reason": "new descriptor"},
+    )
+    # The re-dial's hello went out from `handshaking`: the next `ready` is
+    # the new connection's.
+    await stub.wait_for(
+        lambda: any(f["conn"] >= redial and f["json"].get("type") == "hello" for f in stub.frames),
+        "the re-dial's hello",
+    )
+    assert await adapter.wait_for_state(State.READY, timeout=WAIT) is State.READY
+    applied = adapter.descriptor(descriptor["platform"])
+    assert applied is not None
+    return applied
+
+
+async def actions_until_typing(
+    adapter: RelayAdapter, stub: Stub, after: int, chat_id: str = "chan1"
+) -> list[Any]:
+    """The outbound actions sent since ``after``, up to a typing request's
+    frame made now: frames go out in order, so nothing sent before it is
+    still unseen."""
+    marker = {"barrier": after}
+    assert (await asyncio.wait_for(adapter.send_typing(chat_id, marker), WAIT)).success
+    typing = await stub.frame(
+        "outbound",
+        after=after,
+        where=lambda f: (
+            f["action"]["op"] == "typing" and f["action"]["metadata"].get("barrier") == after
+        ),
+    )
+    return [
+        f["json"]["action"]
+        for f in stub.frames
+        if after <= f["seq"] < typing["seq"] and f["json"].get("type") == "outbound"
+    ]
 
 
 def guild_event(text: str, message_id: str, chat_id: str = "chan1") -> dict[str, Any]:

@@ -33,7 +33,16 @@ from relay_host import (
 )
 from relay_host._instance import GuestInstance
 
-from conftest import WAIT, Recorder, Stub, fast_config, guild_event
+from conftest import (
+    WAIT,
+    Recorder,
+    Stub,
+    actions_until_typing,
+    apply_descriptor,
+    fast_config,
+    guild_event,
+    ready_adapter,
+)
 
 FIXTURE_0_1_0 = Path(__file__).parents[2] / "tests" / "fixtures" / "relay-adapter-0.1.0.wasm"
 UNSUPPORTED = "not supported by this component (api 0.1.0)"
@@ -84,29 +93,9 @@ def slack_event(text: str, message_id: str, chat_id: str = "C1") -> dict[str, An
     }
 
 
-async def ready_adapter(
-    plugin: Plugin, stub: Stub, **changes: Any
-) -> tuple[RelayAdapter, Recorder]:
-    adapter = RelayAdapter(plugin, fast_config(stub.url, **changes))
-    recorder = Recorder(adapter)
-    assert await adapter.connect(timeout=WAIT), f"not ready: {adapter.state}"
-    return adapter, recorder
-
-
-async def apply_descriptor(adapter: RelayAdapter, stub: Stub, descriptor: dict[str, Any]) -> None:
+async def apply_ops(adapter: RelayAdapter, stub: Stub, descriptor: dict[str, Any]) -> None:
     """Re-dials so the next handshake gets ``descriptor``."""
-    redial = adapter.stats()["dials"]
-    await stub.do(
-        {"do": "set_descriptor", "descriptor": descriptor},
-        {"do": "close", "code": 1011, "reason": "new descriptor"},
-    )
-    await stub.wait_for(
-        lambda: any(f["conn"] >= redial and f["json"].get("type") == "hello" for f in stub.frames),
-        "the re-dial's hello",
-    )
-    assert await adapter.wait_for_state(State.READY, timeout=WAIT) is State.READY
-    applied = adapter.descriptor(descriptor["platform"])
-    assert applied is not None
+    applied = await apply_descriptor(adapter, stub, descriptor)
     assert {k: applied.get(k) for k in descriptor} == descriptor  # defaults filled in
 
 
@@ -117,32 +106,10 @@ async def slack_adapter(
     adapter, rec = await ready_adapter(
         plugin, stub, identities=[Identity("slack", "B1")], **changes
     )
-    await apply_descriptor(adapter, stub, slack_descriptor())
+    await apply_ops(adapter, stub, slack_descriptor())
     await stub.do({"do": "push_inbound", "event": slack_event("hi", "1700000000.000100")})
     (await rec.message()).accept()
     return adapter, rec
-
-
-async def actions_until_typing(
-    adapter: RelayAdapter, stub: Stub, after: int, chat_id: str
-) -> list[Any]:
-    """The outbound actions sent since ``after``, up to a typing request's
-    frame made now: frames go out in order, so nothing sent before it is
-    still unseen."""
-    marker = {"barrier": after}
-    assert (await asyncio.wait_for(adapter.send_typing(chat_id, marker), WAIT)).success
-    typing = await stub.frame(
-        "outbound",
-        after=after,
-        where=lambda f: (
-            f["action"]["op"] == "typing" and f["action"]["metadata"].get("barrier") == after
-        ),
-    )
-    return [
-        f["json"]["action"]
-        for f in stub.frames
-        if after <= f["seq"] < typing["seq"] and f["json"].get("type") == "outbound"
-    ]
 
 
 def test_config_fields_validated_and_passed_only_to_0_2() -> None:
@@ -325,7 +292,7 @@ async def test_prompt_frame_answer_and_second_press(plugin: Plugin, stub: Stub) 
         assert (refused.success, refused.error) == (False, "relay prompt op unavailable")
 
         ops = ["send", "edit", "typing", "follow_up", "get_chat_info", "prompt"]
-        await apply_descriptor(adapter, stub, discord_descriptor(ops))
+        await apply_ops(adapter, stub, discord_descriptor(ops))
         prompt_id = adapter.mint_prompt("chan1", "approval")
         assert prompt_id.startswith(NONCE + "."), prompt_id
         mark = stub.mark()
@@ -418,7 +385,7 @@ async def test_a_clarify_answer_carries_the_choice(plugin: Plugin, stub: Stub) -
     adapter, rec = await ready_adapter(plugin, stub, prompt_nonce=NONCE)
     try:
         ops = ["send", "edit", "typing", "follow_up", "get_chat_info", "prompt"]
-        await apply_descriptor(adapter, stub, discord_descriptor(ops))
+        await apply_ops(adapter, stub, discord_descriptor(ops))
         await stub.do({"do": "push_inbound", "event": guild_event("hi", "m-1")})
         (await rec.message()).accept()
         options = [

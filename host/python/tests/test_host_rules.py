@@ -13,16 +13,7 @@ import pytest
 
 from relay_host import AdapterStopped, Plugin, RelayAdapter, State
 
-from conftest import WAIT, Recorder, Stub, fast_config
-
-
-async def ready_adapter(
-    plugin: Plugin, stub: Stub, **changes: object
-) -> tuple[RelayAdapter, Recorder]:
-    adapter = RelayAdapter(plugin, fast_config(stub.url, **changes))
-    recorder = Recorder(adapter)
-    assert await adapter.connect(timeout=WAIT), f"not ready: {adapter.state}"
-    return adapter, recorder
+from conftest import WAIT, Recorder, Stub, fast_config, ready_adapter
 
 
 async def test_stop_before_the_drain_ends_resolves_an_in_flight_send_ambiguous(

@@ -18,7 +18,15 @@ import pytest
 
 from relay_host import Identity, Plugin, RelayAdapter, State
 
-from conftest import WAIT, Recorder, Stub, fast_config, guild_event
+from conftest import (
+    WAIT,
+    Recorder,
+    Stub,
+    actions_until_typing,
+    apply_descriptor,
+    guild_event,
+    ready_adapter,
+)
 
 #: The stub's Discord descriptor (§2.3) with the ops the lanes need.
 LANE_OPS = [
@@ -52,36 +60,15 @@ def discord_descriptor(ops: list[str]) -> dict[str, Any]:
     }
 
 
-async def ready_adapter(
-    plugin: Plugin, stub: Stub, **changes: Any
-) -> tuple[RelayAdapter, Recorder]:
-    adapter = RelayAdapter(plugin, fast_config(stub.url, **changes))
-    recorder = Recorder(adapter)
-    assert await adapter.connect(timeout=WAIT), f"not ready: {adapter.state}"
-    return adapter, recorder
-
-
-async def apply_descriptor(adapter: RelayAdapter, stub: Stub, ops: list[str]) -> None:
+async def apply_ops(adapter: RelayAdapter, stub: Stub, ops: list[str]) -> None:
     """Re-dials so the next handshake gets a descriptor listing ``ops``."""
-    # The stub numbers connections from 0; the next one is the re-dial.
-    redial = adapter.stats()["dials"]
-    await stub.do(
-        {"do": "set_descriptor", "descriptor": discord_descriptor(ops)},
-        {"do": "close", "code": 1011, "reason": "new descriptor"},
-    )
-    # The re-dial's hello went out from `handshaking`: the next `ready` is
-    # the new connection's.
-    await stub.wait_for(
-        lambda: any(f["conn"] >= redial and f["json"].get("type") == "hello" for f in stub.frames),
-        "the re-dial's hello",
-    )
-    assert await adapter.wait_for_state(State.READY, timeout=WAIT) is State.READY
+    await apply_descriptor(adapter, stub, discord_descriptor(ops))
     assert adapter.supports_op("react") == ("react" in ops)
 
 
 async def lane_adapter(plugin: Plugin, stub: Stub) -> tuple[RelayAdapter, Recorder]:
     adapter, rec = await ready_adapter(plugin, stub)
-    await apply_descriptor(adapter, stub, LANE_OPS)
+    await apply_ops(adapter, stub, LANE_OPS)
     return adapter, rec
 
 
@@ -91,28 +78,6 @@ async def greet(stub: Stub, rec: Recorder, message_id: str = "m-in") -> Any:
     message = await rec.message()
     message.accept()
     return message
-
-
-async def actions_until_typing(
-    adapter: RelayAdapter, stub: Stub, after: int, chat_id: str = "chan1"
-) -> list[Any]:
-    """The outbound actions sent since ``after``, up to a typing request's
-    frame made now: frames go out in order, so nothing sent before it is
-    still unseen."""
-    marker = {"barrier": after}
-    assert (await asyncio.wait_for(adapter.send_typing(chat_id, marker), WAIT)).success
-    typing = await stub.frame(
-        "outbound",
-        after=after,
-        where=lambda f: (
-            f["action"]["op"] == "typing" and f["action"]["metadata"].get("barrier") == after
-        ),
-    )
-    return [
-        f["json"]["action"]
-        for f in stub.frames
-        if after <= f["seq"] < typing["seq"] and f["json"].get("type") == "outbound"
-    ]
 
 
 async def test_delete_only_when_the_descriptor_lists_it(plugin: Plugin, stub: Stub) -> None:
@@ -126,7 +91,7 @@ async def test_delete_only_when_the_descriptor_lists_it(plugin: Plugin, stub: St
         assert refused.error == "relay op delete not supported by the connector"
         assert await actions_until_typing(adapter, stub, mark) == []
 
-        await apply_descriptor(adapter, stub, LANE_OPS)
+        await apply_ops(adapter, stub, LANE_OPS)
         await greet(stub, rec)
         mark = stub.mark()
         deleted = await asyncio.wait_for(

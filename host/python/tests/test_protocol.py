@@ -12,21 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from relay_host import AdapterStopped, Plugin, RelayAdapter, State
+from relay_host import AdapterStopped, Plugin, State
 
-from conftest import WAIT, Recorder, Stub, dm_event, fast_config, guild_event
+from conftest import WAIT, Stub, dm_event, guild_event, ready_adapter
 
 SECRET = "s3cret-do-not-leak-7f2c"
 GATEWAY_ID = "gw-test"
-
-
-async def ready_adapter(
-    plugin: Plugin, stub: Stub, **changes: object
-) -> tuple[RelayAdapter, Recorder]:
-    adapter = RelayAdapter(plugin, fast_config(stub.url, **changes))
-    recorder = Recorder(adapter)
-    assert await adapter.connect(timeout=WAIT), f"not ready: {adapter.state}"
-    return adapter, recorder
 
 
 async def test_handshake_with_bearer_and_capabilities(

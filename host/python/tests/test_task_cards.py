@@ -23,7 +23,15 @@ import pytest
 
 from relay_host import AdapterConfig, Identity, Plugin, RelayAdapter, State
 
-from conftest import WAIT, Recorder, Stub, fast_config, guild_event
+from conftest import (
+    WAIT,
+    Recorder,
+    Stub,
+    actions_until_typing,
+    apply_descriptor,
+    guild_event,
+    ready_adapter,
+)
 
 FIXTURE_0_1_0 = Path(__file__).parents[2] / "tests" / "fixtures" / "relay-adapter-0.1.0.wasm"
 UNSUPPORTED = "not supported by this component (api 0.1.0)"
@@ -61,29 +69,9 @@ def descriptor(platform: str, ops: list[str]) -> dict[str, Any]:
     }
 
 
-async def ready_adapter(
-    plugin: Plugin, stub: Stub, **changes: Any
-) -> tuple[RelayAdapter, Recorder]:
-    adapter = RelayAdapter(plugin, fast_config(stub.url, **changes))
-    recorder = Recorder(adapter)
-    assert await adapter.connect(timeout=WAIT), f"not ready: {adapter.state}"
-    return adapter, recorder
-
-
-async def apply_descriptor(adapter: RelayAdapter, stub: Stub, value: dict[str, Any]) -> None:
+async def apply_ops(adapter: RelayAdapter, stub: Stub, value: dict[str, Any]) -> None:
     """Re-dials so the next handshake gets ``value``."""
-    redial = adapter.stats()["dials"]
-    await stub.do(
-        {"do": "set_descriptor", "descriptor": value},
-        {"do": "close", "code": 1011, "reason": "new descriptor"},
-    )
-    await stub.wait_for(
-        lambda: any(f["conn"] >= redial and f["json"].get("type") == "hello" for f in stub.frames),
-        "the re-dial's hello",
-    )
-    assert await adapter.wait_for_state(State.READY, timeout=WAIT) is State.READY
-    applied = adapter.descriptor(value["platform"])
-    assert applied is not None
+    applied = await apply_descriptor(adapter, stub, value)
     assert applied["supported_ops"] == value["supported_ops"]
 
 
@@ -93,32 +81,10 @@ async def card_adapter(
     """Ready with a Discord descriptor listing ``ops``, and ``chan1``'s route
     learned (an accepted guild message ``m-in``)."""
     adapter, rec = await ready_adapter(plugin, stub)
-    await apply_descriptor(adapter, stub, descriptor("discord", ops))
+    await apply_ops(adapter, stub, descriptor("discord", ops))
     await stub.do({"do": "push_inbound", "event": guild_event("hi", "m-in")})
     (await rec.message()).accept()
     return adapter, rec
-
-
-async def actions_until_typing(
-    adapter: RelayAdapter, stub: Stub, after: int, chat_id: str = "chan1"
-) -> list[Any]:
-    """The outbound actions sent since ``after``, up to a typing request's
-    frame made now: frames go out in order, so nothing sent before it is
-    still unseen."""
-    marker = {"barrier": after}
-    assert (await asyncio.wait_for(adapter.send_typing(chat_id, marker), WAIT)).success
-    typing = await stub.frame(
-        "outbound",
-        after=after,
-        where=lambda f: (
-            f["action"]["op"] == "typing" and f["action"]["metadata"].get("barrier") == after
-        ),
-    )
-    return [
-        f["json"]["action"]
-        for f in stub.frames
-        if after <= f["seq"] < typing["seq"] and f["json"].get("type") == "outbound"
-    ]
 
 
 async def test_task_card_frames_keyed_by_the_turn(plugin: Plugin, stub: Stub) -> None:
@@ -194,7 +160,7 @@ async def test_task_card_frames_keyed_by_the_turn(plugin: Plugin, stub: Stub) ->
 async def test_a_slack_card_threads_on_the_reply_to_id(plugin: Plugin, stub: Stub) -> None:
     adapter, rec = await ready_adapter(plugin, stub, identities=[Identity("slack", "B1")])
     try:
-        await apply_descriptor(adapter, stub, descriptor("slack", CARD_OPS))
+        await apply_ops(adapter, stub, descriptor("slack", CARD_OPS))
         event = {
             "text": "plan it",
             "message_type": "text",
@@ -240,7 +206,7 @@ async def test_task_cards_need_their_ops_listed(plugin: Plugin, stub: Stub) -> N
 
         # Each op is gated on its own literal entry: `task_card` alone does
         # not allow the stop.
-        await apply_descriptor(adapter, stub, descriptor("discord", [*BASE_OPS, "task_card"]))
+        await apply_ops(adapter, stub, descriptor("discord", [*BASE_OPS, "task_card"]))
         mark = stub.mark()
         card = await asyncio.wait_for(adapter.task_card("chan1", STEPS, reply_to="m-in"), WAIT)
         assert card.success, card
@@ -302,7 +268,7 @@ async def test_the_command_manifest_goes_on_the_discord_hello_validated(
         ]
         assert "relay command manifest: entry 1 skipped" in caplog.text
         # Every hello of this adapter carries it: a re-dial's too.
-        await apply_descriptor(adapter, stub, descriptor("discord", BASE_OPS))
+        await apply_ops(adapter, stub, descriptor("discord", BASE_OPS))
         hellos = hello_frames(stub, "discord")
         assert len(hellos) == 2, hellos
         assert hellos[1]["command_manifest"] == hello["command_manifest"]
