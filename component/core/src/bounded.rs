@@ -1,11 +1,13 @@
 //! Small bounded collections the machine relies on to keep memory flat.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::keyed::KeyedSet;
 
 /// An insertion-ordered set that forgets its oldest key past `capacity`.
 #[derive(Debug, Clone)]
 pub struct BoundedSet {
-    keys: HashSet<String>,
+    keys: KeyedSet<String>,
     order: VecDeque<String>,
     capacity: usize,
 }
@@ -14,7 +16,7 @@ impl BoundedSet {
     /// An empty set holding at most `capacity` keys (at least one).
     pub fn new(capacity: usize) -> BoundedSet {
         BoundedSet {
-            keys: HashSet::new(),
+            keys: KeyedSet::default(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }
@@ -78,13 +80,36 @@ impl Rng {
 
     /// A fresh 32-lowercase-hex request id (§1.6).
     pub fn request_id(&mut self) -> String {
-        format!("{:016x}{:016x}", self.next_u64(), self.next_u64())
+        // By hand rather than `format!`: one exact allocation per outbound
+        // command, no formatting machinery on the send path.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = String::with_capacity(32);
+        for word in [self.next_u64(), self.next_u64()] {
+            for shift in (0..16).rev() {
+                id.push(char::from(HEX[((word >> (shift * 4)) & 0xf) as usize]));
+            }
+        }
+        id
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_32_lowercase_hex_of_two_draws() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        let id = a.request_id();
+        assert_eq!(id, format!("{:016x}{:016x}", b.next_u64(), b.next_u64()));
+        assert_eq!(id.len(), 32);
+        assert!(
+            id.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(id, a.request_id());
+    }
 
     #[test]
     fn bounded_set_evicts_oldest() {

@@ -8,7 +8,9 @@
 use crate::event::MessageEvent;
 use crate::lenient::is_truthy;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::keyed::{KeyedMap, KeyedState};
 
 /// Default number of chats the routing cache remembers.
 pub const DEFAULT_ROUTE_CAPACITY: usize = 4096;
@@ -45,14 +47,14 @@ pub struct Route {
 /// moving it to the back of the order, so each eviction is amortised O(log n).
 #[derive(Debug, Clone)]
 pub struct LruMap<V> {
-    entries: HashMap<String, Slot<V>>,
+    entries: KeyedMap<String, Slot<V>>,
     /// Every held key by recency tick; eviction pops the first unpinned one.
     order: BTreeMap<u64, String>,
     /// Held keys with at least one pin.
     pinned_held: usize,
     /// Pin counts of keys pinned before they were inserted (rare: a request
     /// to a chat the cache has not seen); taken over on insertion.
-    early_pins: HashMap<String, u32>,
+    early_pins: KeyedMap<String, u32>,
     tick: u64,
     capacity: usize,
 }
@@ -69,10 +71,10 @@ impl<V> LruMap<V> {
     /// besides the pinned ones.
     pub fn new(capacity: usize) -> LruMap<V> {
         LruMap {
-            entries: HashMap::new(),
+            entries: KeyedMap::default(),
             order: BTreeMap::new(),
             pinned_held: 0,
-            early_pins: HashMap::new(),
+            early_pins: KeyedMap::default(),
             tick: 0,
             capacity: capacity.max(1),
         }
@@ -256,7 +258,7 @@ impl<V> LruMap<V> {
 #[derive(Debug, Clone)]
 struct Forgotten {
     /// Keyed per cache, so a connector cannot choose colliding chat ids.
-    keys: std::collections::hash_map::RandomState,
+    keys: KeyedState,
     /// The hashes are already uniform: a cheap hasher is enough for them.
     hashes: rustc_hash::FxHashSet<u64>,
     order: std::collections::VecDeque<u64>,
@@ -266,7 +268,7 @@ struct Forgotten {
 impl Forgotten {
     fn new(capacity: usize) -> Forgotten {
         Forgotten {
-            keys: std::collections::hash_map::RandomState::new(),
+            keys: KeyedState::default(),
             hashes: rustc_hash::FxHashSet::default(),
             order: std::collections::VecDeque::new(),
             capacity: capacity.max(1),

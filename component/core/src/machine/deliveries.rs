@@ -29,7 +29,7 @@ pub(super) struct Deliveries {
     /// Deliveries awaiting the gateway's verdict.
     pub(super) in_flight: FxHashMap<u64, InFlight>,
     /// The delivery that owns each dedupe key while it awaits its verdict.
-    pub(super) key_owner: HashMap<String, u64>,
+    pub(super) key_owner: KeyedMap<String, u64>,
     pub(super) next_delivery: u64,
     /// Routes of accepted deliveries still held for their reply: a gateway
     /// usually starts the reply after it accepts (a spawned task, a queue),
@@ -38,7 +38,7 @@ pub(super) struct Deliveries {
     /// taken over is skipped when it rolls off.
     pub(super) reply_holds: VecDeque<String>,
     /// Live holds per chat (the entries above not yet taken over).
-    pub(super) held: HashMap<String, u32>,
+    pub(super) held: KeyedMap<String, u32>,
 }
 
 impl Deliveries {
@@ -46,10 +46,10 @@ impl Deliveries {
         Deliveries {
             seen: BoundedSet::new(seen_capacity),
             in_flight: FxHashMap::default(),
-            key_owner: HashMap::new(),
+            key_owner: KeyedMap::default(),
             next_delivery: 1,
             reply_holds: VecDeque::new(),
-            held: HashMap::new(),
+            held: KeyedMap::default(),
         }
     }
 }

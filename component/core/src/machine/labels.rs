@@ -45,14 +45,14 @@ struct ChatEntry {
 /// A map that forgets its oldest key past its capacity.
 #[derive(Debug)]
 struct Bounded<V> {
-    map: HashMap<String, V>,
+    map: KeyedMap<String, V>,
     order: VecDeque<String>,
 }
 
 impl<V: PartialEq> Bounded<V> {
     fn new() -> Self {
         Bounded {
-            map: HashMap::new(),
+            map: KeyedMap::default(),
             order: VecDeque::new(),
         }
     }
@@ -66,16 +66,42 @@ impl<V: PartialEq> Bounded<V> {
                 true
             }
             None => {
-                if self.map.len() >= LABEL_CAPACITY
-                    && let Some(oldest) = self.order.pop_front()
-                {
-                    self.map.remove(&oldest);
-                }
-                self.order.push_back(key.clone());
-                self.map.insert(key, value);
+                self.insert_new(key, value);
                 true
             }
         }
+    }
+
+    /// Stores what `make` builds unless `same` says the held value already
+    /// is it; whether anything changed. Builds (allocates) only on a change:
+    /// most messages repeat what their chat's last one carried.
+    fn put_if_changed(
+        &mut self,
+        key: &str,
+        same: impl FnOnce(&V) -> bool,
+        make: impl FnOnce() -> V,
+    ) -> bool {
+        match self.map.get_mut(key) {
+            Some(old) if same(old) => false,
+            Some(old) => {
+                *old = make();
+                true
+            }
+            None => {
+                self.insert_new(key.to_owned(), make());
+                true
+            }
+        }
+    }
+
+    fn insert_new(&mut self, key: String, value: V) {
+        if self.map.len() >= LABEL_CAPACITY
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.map.remove(&oldest);
+        }
+        self.order.push_back(key.clone());
+        self.map.insert(key, value);
     }
 }
 
@@ -84,6 +110,9 @@ impl<V: PartialEq> Bounded<V> {
 pub(super) struct Labels {
     chats: Bounded<ChatEntry>,
     users: Bounded<Option<String>>,
+    /// The key being looked up, reused so an unchanged observation
+    /// allocates nothing.
+    key: String,
 }
 
 impl Default for Labels {
@@ -91,16 +120,34 @@ impl Default for Labels {
         Labels {
             chats: Bounded::new(),
             users: Bounded::new(),
+            key: String::new(),
         }
     }
 }
 
 fn chat_key(scope: &str, chat: &str) -> String {
-    format!("{scope}\u{1f}{chat}")
+    let mut key = String::new();
+    write_chat_key(&mut key, scope, chat);
+    key
 }
 
 fn user_key(scope: &str, chat: &str, user: &str) -> String {
-    format!("{scope}\u{1f}{chat}\u{1f}{user}")
+    let mut key = String::new();
+    write_user_key(&mut key, scope, chat, user);
+    key
+}
+
+fn write_chat_key(key: &mut String, scope: &str, chat: &str) {
+    key.clear();
+    key.push_str(scope);
+    key.push('\u{1f}');
+    key.push_str(chat);
+}
+
+fn write_user_key(key: &mut String, scope: &str, chat: &str, user: &str) {
+    write_chat_key(key, scope, chat);
+    key.push('\u{1f}');
+    key.push_str(user);
 }
 
 impl Machine {
@@ -112,17 +159,28 @@ impl Machine {
             return;
         }
         let scope = s.scope_id.as_deref().unwrap_or("");
-        let entry = ChatEntry {
-            name: s.chat_name.clone(),
-            topic: s.chat_topic.clone(),
-            parent: s.parent_chat_id.clone(),
-        };
-        let mut changed = self.labels.chats.put(chat_key(scope, &s.chat_id), entry);
+        let labels = &mut self.labels;
+        write_chat_key(&mut labels.key, scope, &s.chat_id);
+        let mut changed = labels.chats.put_if_changed(
+            &labels.key,
+            |old| {
+                old.name == s.chat_name
+                    && old.topic == s.chat_topic
+                    && old.parent == s.parent_chat_id
+            },
+            || ChatEntry {
+                name: s.chat_name.clone(),
+                topic: s.chat_topic.clone(),
+                parent: s.parent_chat_id.clone(),
+            },
+        );
         if let Some(user) = s.user_id.as_deref().filter(|u| !u.is_empty()) {
-            changed |= self
-                .labels
-                .users
-                .put(user_key(scope, &s.chat_id, user), s.user_name.clone());
+            write_user_key(&mut labels.key, scope, &s.chat_id, user);
+            changed |= labels.users.put_if_changed(
+                &labels.key,
+                |old| *old == s.user_name,
+                || s.user_name.clone(),
+            );
         }
         if changed {
             self.outputs

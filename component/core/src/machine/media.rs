@@ -169,7 +169,7 @@ pub(super) struct Media {
     /// Events waiting for their downloads, by delivery.
     localizing: FxHashMap<u64, Localizing>,
     /// Files written for us and not yet deleted.
-    files: HashMap<String, File>,
+    files: KeyedMap<String, File>,
     bytes: u64,
     /// Files of deliveries awaiting their verdict.
     by_delivery: FxHashMap<u64, Vec<String>>,

@@ -75,12 +75,13 @@ use crate::outcome::{ChatInfo, SendResult};
 use crate::routing::{RoutingCache, strip_internal_markers};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 // Maps keyed by values this machine generates (random request ids, delivery
 // counters) use a fast unkeyed hash: a connector cannot choose those keys,
 // so there are no collisions to force. Maps keyed by connector-sent values
-// (routes, dedupe keys) keep std's keyed SipHash.
+// (routes, dedupe keys) use a keyed hash (`crate::keyed`).
+use crate::keyed::KeyedMap;
 use rustc_hash::FxHashMap;
 
 /// Message of the terminal revocation fatal (§6.16).

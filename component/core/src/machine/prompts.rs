@@ -84,7 +84,7 @@ struct Registered {
 pub(super) struct Prompts {
     /// This instance's 6-hex nonce (chosen by the host, or drawn at start).
     nonce: String,
-    open: HashMap<String, Registered>,
+    open: KeyedMap<String, Registered>,
     resolved: VecDeque<String>,
 }
 
@@ -92,7 +92,7 @@ impl Prompts {
     pub(super) fn new(nonce: String) -> Prompts {
         Prompts {
             nonce,
-            open: HashMap::new(),
+            open: KeyedMap::default(),
             resolved: VecDeque::new(),
         }
     }

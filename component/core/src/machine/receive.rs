@@ -12,7 +12,7 @@ pub(super) struct Receive {
     /// The first descriptor of a handshake (or a placeholder before one).
     pub(super) default_desc: CapabilityDescriptor,
     /// Later descriptors, by platform.
-    pub(super) platform_desc: HashMap<String, CapabilityDescriptor>,
+    pub(super) platform_desc: KeyedMap<String, CapabilityDescriptor>,
 }
 
 impl Receive {
@@ -21,7 +21,7 @@ impl Receive {
             decoder: LineDecoder::new(max_line_bytes),
             scratch: Vec::new(),
             default_desc: CapabilityDescriptor::placeholder(primary),
-            platform_desc: HashMap::new(),
+            platform_desc: KeyedMap::default(),
         }
     }
 }
