@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 
 /// The newest WIT interface version this host speaks: the one the built-in
-/// component is built against (`wit/v0.2`, a draft until released).
+/// component is built against (`wit/v0.2`, released and frozen).
 pub const HOST_API_VERSION: &str = "0.2.0";
 
 /// Every WIT interface version this host binds, oldest first (one folder

@@ -875,7 +875,7 @@ async fn a_compilation_cache_is_filled_then_hit_and_its_plugin_runs() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-// ------------------------------------------- WIT versions: the 0.1.0 fixture
+// -------------------------------------- WIT versions: the released fixtures
 
 /// The relay component as released against the frozen WIT 0.1.0
 /// (`tests/fixtures/README.md`).
@@ -884,44 +884,95 @@ const FIXTURE_0_1_0: &str = concat!(
     "/tests/fixtures/relay-adapter-0.1.0.wasm"
 );
 
-#[test]
-fn the_0_1_0_fixture_is_the_recorded_release_build() {
+/// The relay component as released against the frozen WIT 0.2.0.
+const FIXTURE_0_2_0: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/relay-adapter-0.2.0.wasm"
+);
+
+fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(FIXTURE_0_1_0).expect("the fixture is committed");
-    let recorded = std::fs::read_to_string(format!("{FIXTURE_0_1_0}.sha256")).unwrap();
-    let digest: String = Sha256::digest(&bytes)
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(recorded.split_whitespace().next(), Some(digest.as_str()));
+        .collect()
 }
 
-/// A component built against the frozen 0.1.0 WIT runs on this host through
-/// its own binding module: handshake, a buffered message accepted and acked,
-/// a send with its route re-attached, queries, and shutdown.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_0_1_0_component_runs_through_its_own_binding() {
-    let old = Plugin::from_file(FIXTURE_0_1_0).expect("the 0.1.0 component loads");
-    assert_eq!(old.api(), Some("0.1"));
-    assert_eq!(plugin().api(), Some("0.2"), "the built-in component");
+#[test]
+fn the_fixtures_are_the_recorded_release_builds() {
+    for fixture in [FIXTURE_0_1_0, FIXTURE_0_2_0] {
+        let bytes = std::fs::read(fixture).expect("the fixture is committed");
+        let recorded = std::fs::read_to_string(format!("{fixture}.sha256")).unwrap();
+        assert_eq!(
+            recorded.split_whitespace().next(),
+            Some(sha256_hex(&bytes).as_str()),
+            "{fixture}"
+        );
+    }
+}
+
+/// A released WIT folder is never edited again (docs/wit.md#versioning):
+/// its bindings, its fixture and every component built against it depend
+/// on its text. The digests were taken when each version was frozen.
+#[test]
+fn released_wit_folders_are_unchanged() {
+    const FROZEN: [(&str, &str); 2] = [
+        (
+            "v0.1/relay.wit",
+            "ab46ce6d302c4b0d4934e37e1370d146f213cfd94b591e6f38b9dac931e52fdc",
+        ),
+        (
+            "v0.2/relay.wit",
+            "0469d7243a37673b6aef5b0074bf2113692d229b6196956bc82c2b80c6b0e75d",
+        ),
+    ];
+    let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit");
+    for (file, digest) in FROZEN {
+        let path = format!("{wit}/{file}");
+        let bytes = std::fs::read(&path).expect("the folder is committed");
+        assert_eq!(
+            sha256_hex(&bytes),
+            digest,
+            "{file} was edited: a released version is frozen; put the change in a new version folder"
+        );
+        let folder = std::path::Path::new(&path).parent().unwrap();
+        let files = std::fs::read_dir(folder).unwrap().count();
+        assert_eq!(
+            files,
+            1,
+            "a file was added to the frozen {}",
+            folder.display()
+        );
+    }
+}
+
+/// A released component runs on this host through its version's binding:
+/// handshake, a buffered message accepted and acked, a send with its route
+/// re-attached, queries, and shutdown.
+async fn a_released_component_runs(fixture: &str, api: &str) {
+    let old = Plugin::from_file(fixture).expect("the released component loads");
+    assert_eq!(old.api(), Some(api));
     let stub = stub().await;
     let (handle, mut events) = spawn_on(&old, config(&stub)).await;
     handshake(&stub, &mut events, 1).await;
 
-    stub.send_inbound(events::discord_text("from a 0.1 plugin"), Some("buf-01"))
-        .await
-        .unwrap();
+    stub.send_inbound(
+        events::discord_text("from a released plugin"),
+        Some("buf-01"),
+    )
+    .await
+    .unwrap();
     let event = message(&mut events).await;
-    assert_eq!(event.text, "from a 0.1 plugin");
+    assert_eq!(event.text, "from a released plugin");
     assert_eq!(event.scope_id.as_deref(), Some("guildA"));
     event.accept();
     stub.wait_for_ack("buf-01", WAIT).await.unwrap();
 
-    let result = send(&handle, "chan1", "answered by 0.1").await;
+    let result = send(&handle, "chan1", "answered by a released plugin").await;
     assert!(result.success, "{result:?}");
     let outbound = stub.wait_for_frame_type("outbound", WAIT).await.unwrap();
     let action = &outbound.json.unwrap()["action"];
-    assert_eq!(action["content"], "answered by 0.1");
+    assert_eq!(action["content"], "answered by a released plugin");
     assert_eq!(action["metadata"]["scope_id"], "guildA", "{action}");
 
     assert_eq!(handle.state().await.unwrap(), State::Ready);
@@ -929,6 +980,21 @@ async fn a_0_1_0_component_runs_through_its_own_binding() {
     let stats = handle.stats().await.unwrap();
     assert_eq!(stats["acks"], 1, "{stats}");
     handle.shutdown().await.expect("shutdown");
+}
+
+/// A component built against the frozen 0.1.0 WIT runs on this host through
+/// its own binding module.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_1_0_component_runs_through_its_own_binding() {
+    assert_eq!(plugin().api(), Some("0.2"), "the built-in component");
+    a_released_component_runs(FIXTURE_0_1_0, "0.1").await;
+}
+
+/// The 0.2.0 release build runs from its file, as it must whatever version
+/// the built-in component moves on to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_2_0_component_runs_from_its_release_build() {
+    a_released_component_runs(FIXTURE_0_2_0, "0.2").await;
 }
 
 /// `f`'s result within [`WAIT`].

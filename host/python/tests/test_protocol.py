@@ -325,19 +325,20 @@ async def test_go_dormant_then_buffered_replay_is_acked(plugin: Plugin, stub: St
         await adapter.disconnect()
 
 
-async def test_a_0_1_0_component_runs_through_its_own_interface_names(
-    plugin: Plugin, stub: Stub
+@pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
+async def test_a_released_component_runs_through_its_own_interface_names(
+    plugin: Plugin, stub: Stub, version: str
 ) -> None:
-    # The committed release build against the frozen WIT 0.1.0
-    # (host/tests/fixtures/README.md): bound under the 0.1.0 names, it
-    # handshakes and echoes like the built-in 0.2.0 component.
-    fixture = Path(__file__).parents[2] / "tests" / "fixtures" / "relay-adapter-0.1.0.wasm"
+    # The committed release builds against the frozen WIT versions
+    # (host/tests/fixtures/README.md): each, bound under its own version's
+    # names, handshakes and echoes like the built-in component.
+    fixture = Path(__file__).parents[2] / "tests" / "fixtures" / f"relay-adapter-{version}.wasm"
     old = Plugin.from_file(fixture)
     try:
-        assert (old.api_version, plugin.api_version) == ("0.1.0", "0.2.0")
+        assert (old.api_version, plugin.api_version) == (version, "0.2.0")
         adapter, rec = await ready_adapter(old, stub)
         try:
-            await stub.do({"do": "push_inbound", "event": guild_event("from 0.1", "m-01")})
+            await stub.do({"do": "push_inbound", "event": guild_event(f"from {version}", "m-01")})
             message = await rec.message()
             message.accept()
             result = await asyncio.wait_for(adapter.send(message.chat_id, "echo"), WAIT)

@@ -1,7 +1,7 @@
 //! The WIT versions this host binds, one module per folder under `wit/`
-//! ([`v0_1`] frozen, [`v0_2`] the draft the built-in component speaks), and
-//! the choice between them: [`Api::of`] reads which `adapter` interface a
-//! component exports before it is instantiated.
+//! ([`v0_1`] and [`v0_2`], both released and frozen; the built-in component
+//! speaks 0.2), and the choice between them: [`Api::of`] reads which
+//! `adapter` interface a component exports before it is instantiated.
 
 use wasmtime::component::{Component, HasSelf, Linker};
 

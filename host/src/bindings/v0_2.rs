@@ -1,8 +1,9 @@
-//! wasmtime bindings for `wit/v0.2` (`hermes:relay@0.2.0`, the draft the
-//! built-in component speaks; world `relay-adapter`). Exports are `async`
-//! (they run on a fiber so the epoch callback can yield to tokio); imports
-//! stay plain `fn(&mut self, ..)` methods. Also the host-to-WIT conversion
-//! of the adapter configuration.
+//! wasmtime bindings for `wit/v0.2` (`hermes:relay@0.2.0`, released and
+//! frozen, the version the built-in component speaks; world
+//! `relay-adapter`); its `bindgen!` input never changes again. Exports
+//! are `async` (they run on a fiber so the epoch callback can yield to
+//! tokio); imports stay plain `fn(&mut self, ..)` methods. Also the
+//! host-to-WIT conversion of the adapter configuration.
 
 wasmtime::component::bindgen!({
     world: "hermes:relay/relay-adapter@0.2.0",
