@@ -314,6 +314,20 @@ impl Default for RoutingCache {
     }
 }
 
+/// Sets a route field to `value`, reusing the held string: a chat's next
+/// message mostly repeats what its route holds, and then nothing is
+/// allocated.
+fn assign(slot: &mut Option<String>, value: &str) {
+    match slot {
+        Some(held) if held == value => {}
+        Some(held) => {
+            held.clear();
+            held.push_str(value);
+        }
+        None => *slot = Some(value.to_owned()),
+    }
+}
+
 /// Longest chat id or routed value the cache keeps; no real platform id
 /// comes close, and the bound keeps a hostile connector from filling memory
 /// with 4,096 huge entries.
@@ -411,22 +425,22 @@ impl RoutingCache {
             && src.platform != crate::event::DEFAULT_PLATFORM
             && src.platform.len() <= MAX_ROUTE_VALUE_BYTES
         {
-            route.platform = Some(src.platform.clone());
+            assign(&mut route.platform, &src.platform);
         }
         if let Some(u) = truthy(&src.user_id) {
-            route.user_id = Some(u.clone());
+            assign(&mut route.user_id, u);
         }
         if let Some(s) = truthy(&src.scope_id) {
-            route.scope_id = Some(s.clone());
+            assign(&mut route.scope_id, s);
         }
         if !src.chat_type.is_empty() && src.chat_type.len() <= MAX_ROUTE_VALUE_BYTES {
-            route.chat_type = Some(src.chat_type.clone());
+            assign(&mut route.chat_type, &src.chat_type);
         }
         if let Some(p) = truthy(&src.profile) {
-            route.profile = Some(p.clone());
+            assign(&mut route.profile, p);
         }
         if let Some(m) = truthy(&event.message_id).or(truthy(&src.message_id)) {
-            route.last_message_id = Some(m.clone());
+            assign(&mut route.last_message_id, m);
         }
     }
 
