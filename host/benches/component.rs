@@ -93,54 +93,40 @@ fn runtime() -> Runtime {
 }
 
 fn engine_inbound(c: &mut Criterion) {
-    let rt = runtime();
-    let lines: Vec<Utf8Bytes> = (0..INBOUND_LINES).map(inbound_line).collect();
-    let mut group = c.benchmark_group("engine_inbound");
-    for (name, plugin) in engines() {
-        let mut harness = rt
-            .block_on(Harness::new(&plugin, DESCRIPTOR_LINE))
-            .expect("harness ready");
-        let mut next = 0usize;
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let line = lines[next % INBOUND_LINES].clone();
-                        next += 1;
-                        let delivered = harness.inbound(line).await.expect("inbound");
-                        assert_eq!(delivered, 1, "one message per line");
-                    }
-                    start.elapsed()
-                })
-            });
-        });
-    }
-    group.finish();
+    inbound_group(
+        c,
+        "engine_inbound",
+        (0..INBOUND_LINES).map(inbound_line).collect(),
+    );
 }
 
 /// As `engine_inbound`, but the messages come from 64 chats in turn, as a
 /// gateway's traffic mostly does: the chat's route and labels are known and
 /// mostly unchanged.
 fn engine_inbound_known_chats(c: &mut Criterion) {
-    let rt = runtime();
-    let lines: Vec<Utf8Bytes> = (0..INBOUND_LINES)
+    let lines = (0..INBOUND_LINES)
         .map(|seq| inbound_line_in(seq, seq % KNOWN_CHATS))
         .collect();
-    let mut group = c.benchmark_group("engine_inbound_known_chats");
+    inbound_group(c, "engine_inbound_known_chats", lines);
+}
+
+/// One inbound message and its accept per iteration, cycling through
+/// `lines` (a message id comes back after 8,192 others, when the seen-set
+/// no longer holds it), for every engine.
+fn inbound_group(c: &mut Criterion, group_name: &str, lines: Vec<Utf8Bytes>) {
+    let rt = runtime();
+    let mut group = c.benchmark_group(group_name);
     for (name, plugin) in engines() {
         let mut harness = rt
             .block_on(Harness::new(&plugin, DESCRIPTOR_LINE))
             .expect("harness ready");
-        // A message id comes back after 8,192 others, when the seen-set
-        // (as in `engine_inbound`) no longer holds it.
         let mut next = 0usize;
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        let line = lines[next % INBOUND_LINES].clone();
+                        let line = lines[next % lines.len()].clone();
                         next += 1;
                         let delivered = harness.inbound(line).await.expect("inbound");
                         assert_eq!(delivered, 1, "one message per line");
