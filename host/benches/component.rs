@@ -6,6 +6,8 @@
 //! Benchmark ids (cited in docs/benchmarks.md; keep them stable), each with
 //! the engines `native` (relay-core in the host), `component` (the shipped
 //! component, epoch interruption on) and `component_no_epoch`:
+//! - `engine_call/*`: one `current-state` query, an export call with almost
+//!   no work: the fixed cost of a call.
 //! - `engine_inbound/*`: one `inbound` frame (`on-text`) and its accept
 //!   (`accept-delivery`): two export calls.
 //! - `engine_inbound_known_chats/*`: the same, the messages from 64 chats
@@ -90,6 +92,31 @@ fn runtime() -> Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+/// One `current-state` query per iteration: the fixed cost of one export
+/// call (for the native engine, of one call into the core).
+fn engine_call(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("engine_call");
+    for (name, plugin) in engines() {
+        let mut harness = rt
+            .block_on(Harness::new(&plugin, DESCRIPTOR_LINE))
+            .expect("harness ready");
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let state = harness.state().await.expect("state");
+                        assert_eq!(state, relay_host::State::Ready);
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
+    group.finish();
 }
 
 fn engine_inbound(c: &mut Criterion) {
@@ -279,7 +306,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = engine_inbound, engine_inbound_known_chats, engine_inbound_burst, engine_outbound,
+    targets = engine_call, engine_inbound, engine_inbound_known_chats, engine_inbound_burst, engine_outbound,
         engine_outbound_burst
 }
 criterion_main!(benches);

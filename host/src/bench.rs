@@ -205,6 +205,18 @@ impl Harness {
         Ok(self.drain_outgoing())
     }
 
+    /// One `current-state` query, with the budget reset every export call
+    /// gets: an export call with almost no work in it, so its time is the
+    /// boundary's fixed cost per call.
+    pub async fn state(&mut self) -> Result<State, String> {
+        store::reset_budget(&mut self.store);
+        match self.runner.query(&mut self.store, Query::State).await {
+            Ok(Answer::State(state)) => Ok(state),
+            Ok(other) => Err(format!("not a state: {other:?}")),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
     /// Texts the instance wrote since the last call.
     pub fn drain_outgoing(&mut self) -> Vec<String> {
         let mut texts = Vec::new();
