@@ -105,10 +105,9 @@ impl Harness {
             ))
             .await?;
         harness.drain_outgoing();
-        match harness.runner.query(&mut harness.store, Query::State).await {
-            Ok(Answer::State(State::Ready)) => Ok(harness),
-            Ok(other) => Err(format!("not ready after the descriptor: {other:?}")),
-            Err(e) => Err(format!("{e:#}")),
+        match harness.state().await? {
+            State::Ready => Ok(harness),
+            other => Err(format!("not ready after the descriptor: {other:?}")),
         }
     }
 
