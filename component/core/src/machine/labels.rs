@@ -57,21 +57,6 @@ impl<V: PartialEq> Bounded<V> {
         }
     }
 
-    /// Stores `value`; whether anything changed.
-    fn put(&mut self, key: String, value: V) -> bool {
-        match self.map.get_mut(&key) {
-            Some(old) if *old == value => false,
-            Some(old) => {
-                *old = value;
-                true
-            }
-            None => {
-                self.insert_new(key, value);
-                true
-            }
-        }
-    }
-
     /// Stores what `make` builds unless `same` says the held value already
     /// is it; whether anything changed. Builds (allocates) only on a change:
     /// most messages repeat what their chat's last one carried.
@@ -94,6 +79,8 @@ impl<V: PartialEq> Bounded<V> {
         }
     }
 
+    /// Stores `value` under a key not held yet, forgetting the oldest key
+    /// when full.
     fn insert_new(&mut self, key: String, value: V) {
         if self.map.len() >= LABEL_CAPACITY
             && let Some(oldest) = self.order.pop_front()
@@ -227,7 +214,7 @@ impl Machine {
         }
         let key = chat_key(&labels.scope_id, &labels.chat_id);
         if !self.labels.chats.map.contains_key(&key) {
-            self.labels.chats.put(
+            self.labels.chats.insert_new(
                 key,
                 ChatEntry {
                     name: labels.chat_name.clone(),
@@ -239,7 +226,7 @@ impl Machine {
         if let Some(user) = labels.user_id.as_deref().filter(|u| !u.is_empty()) {
             let key = user_key(&labels.scope_id, &labels.chat_id, user);
             if !self.labels.users.map.contains_key(&key) {
-                self.labels.users.put(key, labels.user_name.clone());
+                self.labels.users.insert_new(key, labels.user_name.clone());
             }
         }
     }
